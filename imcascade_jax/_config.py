@@ -1,0 +1,24 @@
+"""Numerical configuration applied when the package is imported.
+
+imcascade_jax computes in float64 by default: galaxy fits mix fluxes spanning five decades and
+sky levels near zero, and float32 costs about 1e-6 of the peak in the renderer (see
+``docs/accuracy.md``). Set ``IMCASCADE_JAX_X64=0`` before importing to leave JAX's global
+precision untouched (models then render in float32).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+X64_ENABLED = os.environ.get("IMCASCADE_JAX_X64", "1") != "0"
+if X64_ENABLED:
+    jax.config.update("jax_enable_x64", True)
+
+
+def default_float_dtype():
+    """The floating dtype used when none is requested: float64 when x64 is enabled."""
+    import jax.numpy as jnp
+
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
