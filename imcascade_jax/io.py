@@ -1,0 +1,183 @@
+"""ASDF files of fit results, interchangeable with imcascade 1.1.
+
+imcascade 1.1's ``Fitter.save_results`` writes a flat ASDF tree holding the attributes listed in
+``imcascade.utils.vars_to_use`` (image, weights, mask, widths, PSF mixture, parameter counts,
+``min_param``, ``posterior``, evidence...), and its ``ImcascadeResults`` / ``fitter_from_ASDF``
+read them back. :func:`save_results` writes the same keys with the same meaning, so 1.1 reads our
+files; everything imcascade_jax adds (sky type, render mode, likelihood, NUTS diagnostics...)
+goes under the single top-level key :data:`EXTRA_KEY`, which 1.1 ignores. :func:`load_results`
+reads both kinds of file into plain in-memory NumPy / Python values.
+
+Unlike 1.1's ``fitter_from_ASDF`` (``asdf.open(..., copy_arrays=True)``, an argument removed in
+asdf 3), nothing here passes version-specific arguments to :func:`asdf.open`: arrays are copied
+out of the file before it is closed, which works with every asdf from 2.x to 6.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import asdf
+import numpy as np
+
+from imcascade_jax.utils import vars_to_use
+
+__all__ = [
+    "EXTRA_KEY",
+    "EXTRA_ATTRS",
+    "save_results",
+    "load_results",
+    "read_tree",
+    "write_tree",
+    "sky_type_for",
+]
+
+#: Top-level key holding imcascade_jax's additions (ignored by imcascade 1.1).
+EXTRA_KEY = "imcascade_jax"
+#: Attributes of a fitter saved under :data:`EXTRA_KEY` when present and not None.
+EXTRA_ATTRS = (
+    "sky_type",
+    "render_mode",
+    "likelihood",
+    "nuts_diagnostics",
+    "post_weights",
+    "exp_set_params",
+)
+#: Keys the ASDF library adds to every tree; they are not results.
+_ASDF_META = ("asdf_library", "history")
+
+
+def sky_type_for(n_sky: int) -> str | None:
+    """Sky type implied by a number of sky parameters (1.1 files do not record it)."""
+    return {0: None, 1: "flat", 3: "tilted-plane"}.get(int(n_sky), "tilted-plane")
+
+
+def _to_tree(value: Any) -> Any:
+    """Convert a value to something ASDF writes and imcascade 1.1 reads back unchanged.
+
+    JAX arrays become NumPy arrays; NumPy scalars become Python scalars (bool, int, float, str);
+    mappings and sequences are converted element by element.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): _to_tree(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_to_tree(v) for v in value]
+    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__array__"):  # numpy and jax arrays
+        arr = np.asarray(value)
+        return arr.item() if arr.ndim == 0 else arr
+    return value
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def save_results(obj: Any, file_name: str | os.PathLike, extras: Mapping[str, Any] | None = None) -> dict:
+    """Write a fitter's (or a dict's) results to an ASDF file readable by imcascade 1.1.
+
+    Parameters
+    ----------
+    obj : Fitter, mapping or any object with the attributes
+        Source of the values: the keys of ``imcascade.utils.vars_to_use`` (``img``, ``weight``,
+        ``mask``, ``sig``, ``Ndof``, ..., ``min_param``, ``posterior``, ``logz``...), read as
+        attributes or mapping keys. Missing or ``None`` entries are not written (1.1's results
+        class would take a ``None`` posterior for a posterior). The attributes in
+        :data:`EXTRA_ATTRS` are written under :data:`EXTRA_KEY`.
+    file_name : str or path
+        Where to write.
+    extras : mapping, optional
+        More values to store under :data:`EXTRA_KEY` (they override the attributes of the same
+        name).
+
+    Returns
+    -------
+    dict
+        The tree written (NumPy / Python values).
+    """
+    tree = {}
+    for key in vars_to_use:
+        value = _get(obj, key)
+        if value is not None:
+            tree[key] = _to_tree(value)
+    from imcascade_jax import __version__
+
+    added = {"version": __version__}
+    for key in EXTRA_ATTRS:
+        value = _get(obj, key)
+        if value is not None:
+            added[key] = _to_tree(value)
+    added.update(_to_tree(dict(extras or {})))
+    tree[EXTRA_KEY] = added
+    return write_tree(tree, file_name)
+
+
+def _from_tree(value: Any) -> Any:
+    """Copy a value out of an open ASDF tree into plain NumPy / Python objects."""
+    if isinstance(value, Mapping):
+        return {k: _from_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_tree(v) for v in value]
+    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__array__"):  # asdf's lazy NDArrayType included
+        return np.array(value)
+    return value
+
+
+def read_tree(file_name: str | os.PathLike) -> dict:
+    """The file's tree as written (ASDF's metadata dropped), copied into memory."""
+    with asdf.open(os.fspath(file_name)) as af:
+        return {k: _from_tree(v) for k, v in af.tree.items() if k not in _ASDF_META}
+
+
+def write_tree(tree: Mapping[str, Any], file_name: str | os.PathLike) -> dict:
+    """Write a mapping (JAX / NumPy values converted, ``None`` entries dropped) to an ASDF file."""
+    clean = _to_tree(tree)
+    asdf.AsdfFile(clean).write_to(os.fspath(file_name))
+    return clean
+
+
+def load_results(file_name: str | os.PathLike) -> dict:
+    """Read an ASDF results file written by imcascade 1.1 or by imcascade_jax.
+
+    Parameters
+    ----------
+    file_name : str or path
+        The file.
+
+    Returns
+    -------
+    dict
+        Every key of the file's tree (ASDF's own metadata dropped) with arrays loaded in memory,
+        plus, normalised for both kinds of file:
+
+        - ``posterior`` also when the file spells it ``posterier`` (early 1.x files);
+        - ``sky_model``, ``Ndof_sky``, ``Ndof_gauss`` filled in from the other counts if missing;
+        - ``sky_type`` and ``render_mode`` at top level: from :data:`EXTRA_KEY` when we wrote the
+          file, otherwise implied by ``Ndof_sky`` and 1.1's default ``'hybrid'``;
+        - :data:`EXTRA_KEY`: our additions (an empty dict for 1.1's files).
+    """
+    tree = read_tree(file_name)
+    if "posterior" not in tree and "posterier" in tree:
+        tree["posterior"] = tree.pop("posterier")
+    extra = tree.setdefault(EXTRA_KEY, {})
+    if "sig" in tree:
+        tree.setdefault("Ndof_gauss", len(np.atleast_1d(tree["sig"])))
+    if "Ndof_sky" not in tree and "Ndof" in tree and "Ndof_gauss" in tree:
+        tree["Ndof_sky"] = int(tree["Ndof"]) - 4 - int(tree["Ndof_gauss"])
+    if "Ndof_sky" in tree:
+        tree.setdefault("sky_model", int(tree["Ndof_sky"]) > 0)
+        default_sky = sky_type_for(tree["Ndof_sky"]) or "tilted-plane"
+        tree.setdefault("sky_type", extra.get("sky_type", default_sky))
+    tree.setdefault("render_mode", extra.get("render_mode", "hybrid"))
+    return tree
