@@ -196,6 +196,19 @@ def test_multi_gauss_1d_ls_floor(quick_fitter):
 # ---------------------------------------------------------------- fits
 
 
+def test_profile_jacobian_matches_finite_differences(quick_fitter):
+    from imcascade_jax.psf_fitter import _LogProfileResiduals
+
+    use = quick_fitter.intens > 1e-4 * quick_fitter.intens.max()
+    objective = _LogProfileResiduals(quick_fitter._binning, use, quick_fitter.intens[use])
+    p = np.array([0.6, np.log(1.3), 0.35, np.log(2.9), 0.05, np.log(6.0)])
+    step = 1e-6
+    numeric = np.column_stack(
+        [(objective(p + step * e) - objective(p - step * e)) / (2 * step) for e in np.eye(p.size)]
+    )
+    np.testing.assert_allclose(objective.jac(p), numeric, rtol=1e-5, atol=1e-8)
+
+
 def test_recovers_exact_gaussian_mixture():
     sig, flux = np.array([1.5, 4.0]), np.array([0.7, 0.3])
     fitter = PSFFitter(5.0 * gaussian_psf((33, 36), (15.3, 17.8), sig, flux))
