@@ -78,7 +78,7 @@ class Model:
         Whether the fluxes in the parameter vector are log10.
     windows : tuple of int or None
         Hybrid mode: half-size in pixels of the square window rendered for each galaxy
-        component (``-1``: the full image).
+        component (``-1``: the full image). All windowed components share one size.
     exact : tuple of bool or None
         Hybrid mode: for each galaxy component, whether it may be narrow enough to need the
         exact pixel integral.
@@ -140,6 +140,30 @@ class Model:
         return dataclasses.replace(self, **changes)
 
 
+def _two_groups(half: np.ndarray, shape: Sequence[int]) -> tuple[int, ...]:
+    """Assign each component either one shared window or the full frame (-1).
+
+    One shared window keeps the compiled graph small (compile time grows with the number of
+    distinct window sizes); the split is the one that evaluates the fewest pixels.
+    """
+    npix = shape[0] * shape[1]
+    order = np.argsort(half)
+    best_cost, best_n = len(half) * npix, 0
+    for n_win in range(1, len(half) + 1):
+        h = int(half[order[n_win - 1]])
+        if (2 * h + 1) ** 2 >= npix:
+            break
+        cost = n_win * (2 * h + 1) ** 2 + (len(half) - n_win) * npix
+        if cost < best_cost:
+            best_cost, best_n = cost, n_win
+    windows = [-1] * len(half)
+    if best_n:
+        h = int(half[order[best_n - 1]])
+        for k in order[:best_n]:
+            windows[k] = h
+    return tuple(windows)
+
+
 def _hybrid_plan(sig: np.ndarray, psf_sig: np.ndarray, psf_q: float, shape: Sequence[int],
                  has_psf: bool) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """Static window sizes and exact-integration flags for hybrid rendering.
@@ -151,8 +175,7 @@ def _hybrid_plan(sig: np.ndarray, psf_sig: np.ndarray, psf_q: float, shape: Sequ
     """
     major = np.sqrt(sig[:, None] ** 2 + psf_sig[None, :] ** 2).max(axis=1)
     half = np.ceil(HYBRID_NSIGMA * major).astype(int) + 1
-    full = max(shape) // 2 + 1
-    windows = tuple(int(h) if h < full else -1 for h in half)
+    windows = _two_groups(half, shape)
     min_minor = float(np.min(psf_sig) * psf_q) if has_psf else 0.0
     exact = tuple(bool(min_minor < HYBRID_EXACT_BELOW) for _ in sig)
     return windows, exact

@@ -158,22 +158,43 @@ def _component_values(model: Model, mode: str, dx, dy, cov, exact: bool):
     return vals
 
 
-def _window_basis(model: Model, k: int, half: int, x0, y0, cov_k):
-    """Basis image of galaxy component k, computed in a (2 half + 1)^2 window, on the full frame."""
+def _psf_weighted(vals, psf_a):
+    """Sum over the PSF axis (axis 1) of (n, P, ...) values weighted by ``psf_a``.
+
+    Unrolled on purpose: XLA fuses the weighted sum with the exponentials, which is ~3x faster
+    on the CPU than an einsum/dot over that axis.
+    """
+    out = psf_a[0] * vals[:, 0]
+    for j in range(1, vals.shape[1]):
+        out = out + psf_a[j] * vals[:, j]
+    return out
+
+
+def _window_basis(model: Model, half: int, x0, y0, cov):
+    """Basis images of components sharing a (2 half + 1)^2 window, placed on the full frame.
+
+    ``cov`` entries have shape (n, P); returns (n, nx, ny).
+    """
     nx, ny = model.shape
     size = 2 * half + 1
     dtype = model.dtype
+    n, p = cov[0].shape
     # The window follows the (rounded, clipped) centre; coordinates stay exact, so clipping only
     # decides which pixels are computed, never what they hold.
     xs = jnp.clip(jnp.round(jax.lax.stop_gradient(x0)), 0, nx - 1).astype(jnp.int32)
     ys = jnp.clip(jnp.round(jax.lax.stop_gradient(y0)), 0, ny - 1).astype(jnp.int32)
     dx = _offsets(x0, xs - half, size, dtype)
     dy = _offsets(y0, ys - half, size, dtype)
-    vals = _component_values(model, "hybrid", dx, dy, cov_k, model.exact[k])  # (P, s, s)
-    win = jnp.einsum("j,jxy->xy", model.psf_a, vals)
-    canvas = jnp.zeros((nx + 2 * half, ny + 2 * half), dtype)
-    canvas = jax.lax.dynamic_update_slice(canvas, win, (xs, ys))
-    return canvas[half:half + nx, half:half + ny]
+    vals = _component_values(model, "hybrid", dx, dy, tuple(c.ravel() for c in cov),
+                             _needs_exact(model))
+    win = _psf_weighted(vals.reshape(n, p, size, size), model.psf_a)
+    canvas = jnp.zeros((n, nx + 2 * half, ny + 2 * half), dtype)
+    canvas = jax.lax.dynamic_update_slice(canvas, win, (jnp.int32(0), xs, ys))
+    return canvas[:, half:half + nx, half:half + ny]
+
+
+def _needs_exact(model: Model) -> bool:
+    return bool(model.exact and any(model.exact))
 
 
 def render_components(model: Model, x0, y0, q, phi) -> jax.Array:
@@ -192,9 +213,8 @@ def render_components(model: Model, x0, y0, q, phi) -> jax.Array:
     n, p = cxx.shape
     dx = _offsets(x0, 0, nx, dtype)
     dy = _offsets(y0, 0, ny, dtype)
-    exact = bool(model.exact and any(model.exact))
     vals = _component_values(model, model.render_mode, dx, dy,
-                             (cxx.ravel(), cxy.ravel(), cyy.ravel()), exact)
+                             (cxx.ravel(), cxy.ravel(), cyy.ravel()), _needs_exact(model))
     return vals.reshape(n, p, nx, ny)
 
 
@@ -218,21 +238,29 @@ def render_basis(model: Model, x0, y0, q, phi) -> jax.Array:
     dtype = model.dtype
     x0, y0, q, phi = (jnp.asarray(v, dtype) for v in (x0, y0, q, phi))
     if model.render_mode != "hybrid":
-        comps = render_components(model, x0, y0, q, phi)
-        return jnp.einsum("j,kjxy->kxy", model.psf_a, comps)
+        return _psf_weighted(render_components(model, x0, y0, q, phi), model.psf_a)
     nx, ny = model.shape
     cxx, cxy, cyy = covariances(model, q, phi)
     dx = _offsets(x0, 0, nx, dtype)
     dy = _offsets(y0, 0, ny, dtype)
-    images = []
-    for k, half in enumerate(model.windows):
-        cov_k = (cxx[k], cxy[k], cyy[k])
-        if half < 0:
-            vals = _component_values(model, "hybrid", dx, dy, cov_k, model.exact[k])
-            images.append(jnp.einsum("j,jxy->xy", model.psf_a, vals))
-        else:
-            images.append(_window_basis(model, k, half, x0, y0, cov_k))
-    return jnp.stack(images)
+    windows = np.asarray(model.windows)
+    order = np.argsort(windows, kind="stable")  # full-frame (-1) components first
+    full = [int(k) for k in order if windows[k] < 0]
+    windowed = [int(k) for k in order if windows[k] >= 0]
+    parts = []
+    if full:
+        idx = np.asarray(full)
+        n, p = len(full), model.n_psf
+        vals = _component_values(model, "hybrid", dx, dy,
+                                 (cxx[idx].ravel(), cxy[idx].ravel(), cyy[idx].ravel()),
+                                 _needs_exact(model))
+        parts.append(_psf_weighted(vals.reshape(n, p, nx, ny), model.psf_a))
+    if windowed:
+        idx = np.asarray(windowed)
+        parts.append(_window_basis(model, int(windows[idx[0]]), x0, y0,
+                                   (cxx[idx], cxy[idx], cyy[idx])))
+    basis = jnp.concatenate(parts, axis=0)
+    return basis[np.argsort(np.asarray(full + windowed))]
 
 
 def render_sky(model: Model, sky: jax.Array) -> jax.Array:
