@@ -16,6 +16,7 @@ import numpy as np
 
 from imcascade_jax import fit as _fit
 from imcascade_jax import likelihood as _like
+from imcascade_jax._posterior_methods import PosteriorMethods
 from imcascade_jax.defaults import check_bounds, starting_point
 from imcascade_jax.mgm import MultiGaussModel
 
@@ -91,7 +92,7 @@ def _configure_logging(verbose: bool, log_file: str | None) -> None:
         logger.addHandler(handler)
 
 
-class Fitter(MultiGaussModel):
+class Fitter(PosteriorMethods, MultiGaussModel):
     """A class used to fit images with MultiGaussModel (imcascade 1.1 interface).
 
     Parameters
