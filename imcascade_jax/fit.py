@@ -155,12 +155,12 @@ def _residuals(model, param, data, sqrt_w):
 
 
 def _project(x, lb, ub, periodic_phi):
-    x = jnp.clip(x, lb, ub)
     if periodic_phi:
-        # Wrap instead of clip: phi and phi + pi describe the same ellipse.
+        # Wrap instead of clip: phi and phi + pi describe the same ellipse. Wrap first: clipping
+        # first would pin a phi that stepped past a bound to that bound (then 0 after the wrap).
         phi = lb[3] + jnp.mod(x[3] - lb[3], jnp.pi)
         x = x.at[3].set(phi)
-    return x
+    return jnp.clip(x, lb, ub)
 
 
 class _State(NamedTuple):
