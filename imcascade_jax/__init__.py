@@ -6,7 +6,22 @@ jit / vmap / grad-able core (``imcascade_jax.model``, ``imcascade_jax.render``).
 """
 
 from imcascade_jax import _config  # noqa: F401  (enables float64 before anything else)
+from imcascade_jax._config import enable_compilation_cache
+from imcascade_jax.fitter import Fitter, fitter_from_ASDF, initialize_fitter
+from imcascade_jax.mgm import MultiGaussModel
+from imcascade_jax.psf_fitter import PSFFitter
+from imcascade_jax.results import ImcascadeResults, MultiResults
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "Fitter",
+    "ImcascadeResults",
+    "MultiGaussModel",
+    "MultiResults",
+    "PSFFitter",
+    "__version__",
+    "enable_compilation_cache",
+    "fitter_from_ASDF",
+    "initialize_fitter",
+]

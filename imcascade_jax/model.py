@@ -165,7 +165,7 @@ def _two_groups(half: np.ndarray, shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def _hybrid_plan(sig: np.ndarray, psf_sig: np.ndarray, psf_q: float, shape: Sequence[int],
-                 has_psf: bool) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+                 has_psf: bool, windowed: bool) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """Static window sizes and exact-integration flags for hybrid rendering.
 
     The window of galaxy component ``k`` must hold its largest convolved component out to
@@ -175,7 +175,7 @@ def _hybrid_plan(sig: np.ndarray, psf_sig: np.ndarray, psf_q: float, shape: Sequ
     """
     major = np.sqrt(sig[:, None] ** 2 + psf_sig[None, :] ** 2).max(axis=1)
     half = np.ceil(HYBRID_NSIGMA * major).astype(int) + 1
-    windows = _two_groups(half, shape)
+    windows = _two_groups(half, shape) if windowed else (-1,) * len(sig)
     min_minor = float(np.min(psf_sig) * psf_q) if has_psf else 0.0
     exact = tuple(bool(min_minor < HYBRID_EXACT_BELOW) for _ in sig)
     return windows, exact
@@ -184,7 +184,7 @@ def _hybrid_plan(sig: np.ndarray, psf_sig: np.ndarray, psf_q: float, shape: Sequ
 def make_model(shape: Sequence[int], sig: Any, psf_sig: Any = None, psf_a: Any = None,
                psf_shape: dict | None = None, sky_type: str | None = "tilted-plane",
                render_mode: str = "hybrid", log_weight_scale: bool = True,
-               dtype: Any = None) -> Model:
+               dtype: Any = None, windowed: bool = False) -> Model:
     """Validate the description of a model and build a :class:`Model`.
 
     Parameters
@@ -206,6 +206,10 @@ def make_model(shape: Sequence[int], sig: Any, psf_sig: Any = None, psf_a: Any =
         Whether component fluxes are given as log10 in parameter vectors.
     dtype : dtype, optional
         ``jnp.float64`` (default when x64 is on) or ``jnp.float32``.
+    windowed : bool
+        Hybrid mode only: render the narrower components in one shared window about the centre
+        instead of the full frame. Measured on the 150x150 quickstart model: renders ~35%
+        faster, but doubles the compile time of a fit (two code paths), so it is off by default.
 
     Returns
     -------
@@ -257,7 +261,7 @@ def make_model(shape: Sequence[int], sig: Any, psf_sig: Any = None, psf_a: Any =
     dtype = default_float_dtype() if dtype is None else jnp.dtype(dtype)
     windows = exact = None
     if render_mode == "hybrid":
-        windows, exact = _hybrid_plan(sig_np, psf_sig_np, psf_q, shape_t, has_psf)
+        windows, exact = _hybrid_plan(sig_np, psf_sig_np, psf_q, shape_t, has_psf, windowed)
     return Model(
         sig=jnp.asarray(sig_np, dtype), psf_sig=jnp.asarray(psf_sig_np, dtype),
         psf_a=jnp.asarray(psf_a_np, dtype), psf_q=jnp.asarray(psf_q, dtype),
