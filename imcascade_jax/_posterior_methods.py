@@ -2,10 +2,363 @@
 
 Kept apart from ``fitter.py`` so that the shim stays small; the maths lives in
 :mod:`imcascade_jax.sample`.
+
+Differences from imcascade 1.1 (see ``docs/posteriors.md``):
+
+- ``run_dynesty(prior=...)`` also applies to ``method='full'`` for the fluxes and sky
+  (``'uniform'`` is 1.1's ``ptform``; ``'min_results'`` uses the least-squares Gaussians there
+  too); 1.1 ignored ``prior`` in full mode;
+- ``prior='cauchy'`` does not switch the fitter to linear weights (1.1 set
+  ``log_weight_scale = False`` for good); with log10 weights its flux priors are truncated to
+  positive fluxes so that the posterior can be stored in log10;
+- an unknown ``prior`` or ``method`` is a ValueError;
+- assigning a function to ``fitter.log_like_exp`` is honoured by both samplers.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imcascade_jax import sample as _sample
+
+logger = logging.getLogger("imcascade_jax")
+
+METHODS = ("full", "express")
+DYNESTY_PRIORS = ("min_results", "uniform", "cauchy")
+NUTS_PRIORS = ("min_results", "uniform", "cauchy")
+
 
 class PosteriorMethods:
-    """Mixin adding 1.1's posterior methods to ``Fitter``."""
+    """Mixin adding 1.1's posterior methods (and NUTS) to ``Fitter``."""
+
+    # -- express mode -------------------------------------------------------------------------
+    def set_up_express_run(self, set_params: Any = None) -> np.ndarray:
+        """Set up an 'express' run: components pre-rendered with fixed ``(x0, y0, q, phi)``.
+
+        Renders the unit-flux component images (``express_gauss_arr``, shape
+        ``(nx, ny, Ndof_gauss)``), reduces the data to the Gram matrix of the basis (components
+        and sky planes) so that each express likelihood costs ``O(K^2)``, and sets the priors:
+        Gaussians centred on the least-squares fluxes and sky with twice their standard
+        deviation (capped at 1), and 1.1's Cauchy priors.
+
+        Parameters
+        ----------
+        set_params : array_like of length 4, optional
+            ``(x0, y0, q, phi)`` to render with; if ``None``, those of ``min_res`` (running
+            ``run_ls_min()`` first if needed).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``express_gauss_arr``, shape ``(nx, ny, Ndof_gauss)``.
+        """
+        from imcascade_jax.utils import guess_weights
+
+        if set_params is None:
+            if getattr(self, "min_res", None) is None:
+                self.run_ls_min()
+            structural = np.asarray(self.min_res.x[:4], float)
+        else:
+            structural = np.asarray(set_params, float).reshape(-1)
+            if structural.size < 4:
+                raise ValueError(f"'set_params' needs (x0, y0, q, phi), got {set_params!r}")
+            structural = structural[:4]
+        self.exp_set_params = structural.copy()
+        logger.info("Parameters to be set for pre-rendered images:")
+        logger.info("\t Galaxy Center: %.2f,%.2f", structural[0], structural[1])
+        logger.info("\t Axis Ratio: %.5f", structural[2])
+        logger.info("\t PA: %.5f", structural[3])
+
+        has_ls = getattr(self, "min_res", None) is not None
+        ref = np.asarray(self.min_res.x[4:], float) if has_ls else None
+        self._express = _sample.express_setup(self.model, self.img, self.weight, structural, ref)
+        n = self.Ndof_gauss
+        stack = np.moveaxis(np.asarray(self._express.basis[:n]), 0, -1)
+        self.express_gauss_arr = stack
+        if has_ls:
+            self._exp_pri_locs, self._exp_pri_scales = self._ls_prior()
+        locs = np.asarray(guess_weights(self.sig, self.init_dict["re"], self.init_dict["flux"]),
+                          float)
+        self._lin_cauchy_locs = np.concatenate([locs, np.zeros(self.Ndof_sky)])
+        self._lin_cauchy_scales = np.concatenate([locs / 3.0, np.full(self.Ndof_sky, 1e-3)])
+        return stack
+
+    def _ls_prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """1.1's 'min_results' prior: least-squares values, 2 sigma from ``J^T J``, capped at 1."""
+        jtj = np.asarray(self.min_res.jtj if self.min_res.jtj is not None else
+                         self.min_res.jac.T @ self.min_res.jac, float)
+        try:
+            cov = np.linalg.inv(jtj)
+        except np.linalg.LinAlgError:
+            cov = np.linalg.pinv(jtj)
+        sig = 2.0 * np.sqrt(np.abs(np.diag(cov)))[4:]
+        sig = np.where(np.isfinite(sig) & (sig > 0), np.minimum(sig, 1.0), 1.0)
+        return np.asarray(self.min_res.x[4:], float).copy(), sig
+
+    def _require_express(self) -> None:
+        if getattr(self, "_express", None) is None:
+            logger.info("Setting up pre-rendered images")
+            self.set_up_express_run()
+
+    def make_express_model(self, exp_params: Any) -> jax.Array:
+        """Model image of express parameters (``Ndof_gauss + Ndof_sky``: fluxes, then sky).
+
+        Jax-traceable.
+
+        Returns
+        -------
+        jax.Array
+            Shape ``(nx, ny)``.
+        """
+        self._require_express()
+        return _sample.express_model(self._express, exp_params)
+
+    def log_like_exp(self, exp_params: Any) -> jax.Array:
+        """Express-mode log-likelihood (Gaussian: ``-chi2/2 + loglike_const``; Poisson: Cash).
+
+        Jax-traceable; the Gaussian one is evaluated from the Gram matrix in ``O(K^2)``.
+        Assign another function to ``fitter.log_like_exp`` (taking ``exp_params``) to replace
+        it in ``run_dynesty(method='express')`` and ``run_nuts(method='express')``.
+        """
+        self._require_express()
+        return _sample.express_log_like(self._express, exp_params, self.likelihood)
+
+    def _custom_log_like_exp(self):
+        """The user's replacement of ``log_like_exp``, or ``None`` for the built-in one."""
+        fn = self.log_like_exp
+        if getattr(fn, "__func__", None) is PosteriorMethods.log_like_exp and \
+                getattr(fn, "__self__", None) is self:
+            return None
+        return fn
+
+    # -- prior transforms (1.1's, jax-traceable) ----------------------------------------------
+    def _full_prior(self, prior: str = "uniform") -> _sample.Prior:
+        n_rest = self.Ndof - 4
+        kinds = ["normal", "normal", "normal", "uniform"]
+        loc = [self.param_init[0], self.param_init[1], 1.0, 0.0]
+        scale = [1.0, 1.0, 0.25, 1.0]
+        lo = [-np.inf, -np.inf, 0.0, 0.0]
+        hi = [np.inf, np.inf, 1.0, np.pi]
+        if prior == "uniform":
+            kinds += ["uniform"] * n_rest
+            loc += [0.0] * n_rest
+            scale += [1.0] * n_rest
+            lo += list(self.lb[4:])
+            hi += list(self.ub[4:])
+        else:
+            locs, scales = self._ls_prior_or_raise()
+            kinds += ["normal"] * n_rest
+            loc += list(locs)
+            scale += list(scales)
+            lo += [-np.inf] * n_rest
+            hi += [np.inf] * n_rest
+        return _sample.make_prior(kinds, loc, scale, lo, hi)
+
+    def _ls_prior_or_raise(self):
+        if getattr(self, "min_res", None) is None:
+            raise ValueError("prior='min_results' needs a least-squares fit: call run_ls_min() "
+                             "first, or use prior='uniform'")
+        if getattr(self, "_exp_pri_locs", None) is None:
+            self._exp_pri_locs, self._exp_pri_scales = self._ls_prior()
+        return self._exp_pri_locs, self._exp_pri_scales
+
+    def _express_prior(self, prior: str) -> _sample.Prior:
+        if prior == "min_results":
+            locs, scales = self._ls_prior_or_raise()
+            return _sample.make_prior("normal", locs, scales)
+        if prior == "uniform":
+            return _sample.make_prior("uniform", lo=self.lb[4:], hi=self.ub[4:])
+        if prior == "cauchy":
+            self._require_express()
+            lo = np.full(self.Ndof - 4, -np.inf)
+            if self.log_weight_scale:
+                lo[:self.Ndof_gauss] = 0.0  # positive fluxes, so that log10 exists
+            return _sample.make_prior("cauchy", self._lin_cauchy_locs, self._lin_cauchy_scales,
+                                      lo=lo)
+        raise ValueError(f"'prior' must be one of {DYNESTY_PRIORS}, got {prior!r}")
+
+    def ptform(self, u: Any) -> jax.Array:
+        """Prior transform of dynesty's 'full' mode (1.1's): ``x0, y0 ~ N(init, 1)``,
+        ``q ~ N(1, 0.25)`` truncated to [0, 1], ``phi ~ U(0, pi)``, fluxes and sky uniform
+        within ``lb``, ``ub``. Jax-traceable."""
+        return _sample.prior_transform(self._full_prior("uniform"), u)
+
+    def ptform_exp_ls(self, u: Any) -> jax.Array:
+        """Express prior transform: Gaussians from the least-squares fit (``_exp_pri_locs``,
+        ``_exp_pri_scales``: 2 sigma, capped at 1). Jax-traceable."""
+        return _sample.prior_transform(self._express_prior("min_results"), u)
+
+    def ptform_exp_unif(self, u: Any) -> jax.Array:
+        """Express prior transform: uniform within ``lb[4:]``, ``ub[4:]``. Jax-traceable."""
+        return _sample.prior_transform(self._express_prior("uniform"), u)
+
+    def ptform_exp_lin_cauchy(self, u: Any) -> jax.Array:
+        """Express prior transform: Cauchy in linear fluxes (1.1's ``guess_weights`` locations,
+        scales a third of them) and sky (0, 1e-3). Jax-traceable."""
+        self._require_express()
+        prior = _sample.make_prior("cauchy", self._lin_cauchy_locs, self._lin_cauchy_scales)
+        return _sample.prior_transform(prior, u)
+
+    # -- building posteriors --------------------------------------------------------------------
+    def posterior_log_density(self, method: str = "express", prior: str = "min_results"
+                              ) -> tuple[_sample.LogDensity, np.ndarray]:
+        """The posterior the samplers use, for your own sampler code.
+
+        Parameters
+        ----------
+        method : {'express', 'full'}
+        prior : {'min_results', 'uniform', 'cauchy'}
+
+        Returns
+        -------
+        log_density : imcascade_jax.sample.LogDensity
+            ``logdensity(z)`` in unconstrained coordinates, ``constrain``, ``unconstrain``...
+        x0 : numpy.ndarray
+            The least-squares optimum in the sampled coordinates (a warm start).
+        """
+        ld, x0, _ = self._posterior(method, prior)
+        return ld, x0
+
+    def _posterior(self, method: str, prior: str):
+        """(LogDensity, start in sampled coordinates, sampled -> fitter-convention map)."""
+        if method not in METHODS:
+            raise ValueError(f"'method' must be one of {METHODS}, got {method!r}")
+        if prior not in DYNESTY_PRIORS:
+            raise ValueError(f"'prior' must be one of {DYNESTY_PRIORS}, got {prior!r}")
+        has_ls = getattr(self, "min_res", None) is not None
+        if method == "full":
+            if prior == "cauchy":
+                raise ValueError("prior='cauchy' is only available with method='express'")
+            pri = self._full_prior(prior)
+            ld = _sample.full_log_density(self.model, self.img, self.weight, pri, self.likelihood)
+            x0 = np.asarray(self.min_res.x if has_ls else self.param_init, float)
+            return ld, x0, (lambda x: x)
+        self._require_express()
+        pri = self._express_prior(prior)
+        linear = prior == "cauchy" and self.log_weight_scale
+        ld = _sample.express_log_density(self._express, pri, self.likelihood,
+                                         log_like=self._custom_log_like_exp(),
+                                         linear_fluxes=linear)
+        x0 = np.asarray(self.min_res.x[4:] if has_ls else self.param_init[4:], float)
+        if linear:
+            x0 = np.asarray(_sample.express_coefficients(self._express, x0))
+            return ld, x0, _sample._linear_to_log(self.Ndof_gauss)
+        return ld, x0, (lambda x: x)
+
+    def _store_posterior(self, samples: np.ndarray, method: str) -> np.ndarray:
+        samples = np.asarray(samples, float)
+        if method == "express":
+            fixed = np.broadcast_to(self.exp_set_params, (samples.shape[0], 4))
+            samples = np.hstack([fixed, samples])
+        self.posterior = samples
+        return samples
+
+    # -- samplers -------------------------------------------------------------------------------
+    def run_dynesty(self, method: str = "full", sampler_kwargs: dict | None = None,
+                    run_nested_kwargs: dict | None = None, prior: str = "min_results",
+                    seed: int | None = None) -> np.ndarray:
+        """Sample the posterior with dynesty's DynamicNestedSampler.
+
+        Parameters
+        ----------
+        method : {'full', 'express'}
+            'full' samples every parameter (each likelihood renders the model); 'express' fixes
+            ``(x0, y0, q, phi)`` (see :meth:`set_up_express_run`) and samples fluxes and sky.
+        sampler_kwargs, run_nested_kwargs : dict, optional
+            Passed to ``DynamicNestedSampler`` and to its ``run_nested``.
+        prior : {'min_results', 'uniform', 'cauchy'}
+            Gaussians from the least-squares fit (2 sigma, capped at 1), uniform within the
+            bounds, or (express only) 1.1's Cauchy priors on linear fluxes.
+        seed : int, optional
+            Seeds dynesty's ``rstate`` (unless given in ``sampler_kwargs``) and the resampling.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``posterior``, shape ``(n_samples, Ndof)``; in express mode the first four columns
+            are the fixed ``exp_set_params``. Also sets ``logz``, ``logz_err``,
+            ``post_method`` ('dynesty-full' / 'dynesty-express'), ``dynesty_sampler``.
+
+        Raises
+        ------
+        ImportError
+            Without dynesty (``pip install "imcascade_jax[dynesty]"``).
+        ValueError
+            Unknown ``method`` or ``prior``.
+        """
+        _sample.require_dynesty()
+        ld, _, to_params = self._posterior(method, prior)
+        logger.info("Running dynesty using the %s method", method)
+        pri = ld.prior
+        res = _sample.run_dynesty(jax.jit(ld.log_like),
+                                  jax.jit(lambda u: _sample.prior_transform(pri, u)), ld.ndim,
+                                  sampler_kwargs, run_nested_kwargs, seed=seed)
+        logger.info("Finished running dynesty, calculating posterior")
+        self.dynesty_sampler = res.sampler
+        self.logz, self.logz_err = res.logz, res.logz_err
+        samples = np.asarray(jax.vmap(to_params)(jnp.asarray(res.samples)))
+        self.post_method = "dynesty-" + method
+        return self._store_posterior(samples, method)
+
+    def run_nuts(self, method: str = "express", num_samples: int = 2000, num_warmup: int = 1000,
+                 num_chains: int = 1, prior: str = "min_results", seed: int = 0,
+                 backend: str = "blackjax", progress_bar: bool = True,
+                 target_accept: float = 0.8, max_tree_depth: int = 10) -> np.ndarray:
+        """Sample the posterior with NUTS (the No-U-Turn Sampler), warm-started at the
+        least-squares optimum.
+
+        The parameters are sampled in unconstrained coordinates (bounded priors mapped by
+        logistic / log transforms), with the same priors as :meth:`run_dynesty`, so the two
+        posteriors are comparable. With blackjax the whole run (a three-stage warmup of step
+        size and dense mass matrix, starting from the Laplace approximation, then sampling) is
+        one compiled ``lax.scan``; chains are ``vmap``-ed.
+
+        Parameters
+        ----------
+        method : {'express', 'full'}
+        num_samples, num_warmup, num_chains : int
+        prior : {'min_results', 'uniform', 'cauchy'}
+        seed : int
+        backend : {'blackjax', 'numpyro'}
+        progress_bar : bool
+            numpyro's progress bar (the blackjax run is a single compiled call).
+        target_accept : float
+        max_tree_depth : int
+
+        Returns
+        -------
+        numpy.ndarray
+            ``posterior`` ``(num_chains * num_samples, Ndof)``, as :meth:`run_dynesty`. Also sets
+            ``post_method`` ('nuts-express' / 'nuts-full') and ``nuts_diagnostics`` (ESS, R-hat
+            with several chains, divergences, step size, gradient evaluations, timings); poor
+            diagnostics are logged as warnings.
+        """
+        if backend not in _sample.BACKENDS:
+            raise ValueError(f"'backend' must be one of {_sample.BACKENDS}, got {backend!r}")
+        if getattr(self, "min_res", None) is None:
+            self.run_ls_min()
+        ld, x0, to_params = self._posterior(method, prior)
+        z0 = ld.unconstrain(jnp.asarray(x0))
+        logger.info("Running NUTS (%s, %s) using the %s method", backend, prior, method)
+        res = _sample.run_nuts(ld.logdensity, z0, seed=seed, num_warmup=num_warmup,
+                               num_samples=num_samples, num_chains=num_chains, backend=backend,
+                               target_accept=target_accept, max_tree_depth=max_tree_depth,
+                               progress_bar=progress_bar)
+        constrain = jax.jit(jax.vmap(lambda z: to_params(ld.constrain(z))))
+        flat = np.asarray(constrain(jnp.asarray(res.positions.reshape(-1, ld.ndim))))
+        by_chain = flat.reshape(num_chains, num_samples, -1)
+        diag = _sample.nuts_diagnostics(res, by_chain)
+        diag["backend"] = backend
+        self.nuts_diagnostics = diag
+        self.nuts_result = res
+        for problem in _sample.diagnostics_warnings(diag):
+            logger.warning("NUTS: %s", problem)
+        logger.info("Finished NUTS: min ESS %.0f, %d gradient evaluations, %.1f s",
+                    diag["min_ess"], diag["num_grad_evals"], diag["wall_s"])
+        self.post_method = "nuts-" + method
+        return self._store_posterior(flat, method)
