@@ -202,8 +202,14 @@ def express_log_like(problem: ExpressProblem, exp_params: jax.Array,
     if likelihood == "gaussian":
         return -0.5 * express_chi2(problem, exp_params) + problem.const
     if likelihood == "poisson":
-        return poisson_log_like(express_model(problem, exp_params), problem.img, problem.weight)
+        return _finite_or_minus_inf(poisson_log_like(express_model(problem, exp_params),
+                                                     problem.img, problem.weight))
     raise ValueError(f"'likelihood' must be one of {LIKELIHOODS}, got {likelihood!r}")
+
+
+def _finite_or_minus_inf(value: jax.Array) -> jax.Array:
+    # A non-positive Poisson model (log of <= 0) is impossible, not undefined.
+    return jnp.where(jnp.isfinite(value), value, -jnp.inf)
 
 
 def full_log_like(model: Model, img: jax.Array, weight: jax.Array, param: jax.Array,
@@ -213,7 +219,7 @@ def full_log_like(model: Model, img: jax.Array, weight: jax.Array, param: jax.Ar
     if likelihood == "gaussian":
         return gaussian_log_like(model_img, img, weight)
     if likelihood == "poisson":
-        return poisson_log_like(model_img, img, weight)
+        return _finite_or_minus_inf(poisson_log_like(model_img, img, weight))
     raise ValueError(f"'likelihood' must be one of {LIKELIHOODS}, got {likelihood!r}")
 
 
@@ -593,7 +599,7 @@ def _blackjax_chain(logdensity: Callable, num_warmup: int, num_samples: int,
 
 def run_nuts(logdensity: Callable, init_position: Any, inverse_mass_matrix: Any | None = None,
              seed: int = 0, num_warmup: int = 1000, num_samples: int = 2000,
-             num_chains: int = 1, backend: str = "blackjax", target_accept: float = 0.8,
+             num_chains: int = 1, backend: str = "blackjax", target_accept: float = 0.9,
              max_tree_depth: int = 10, step_size: float = 0.5, init_jitter: float = 0.1,
              progress_bar: bool = False) -> NutsResult:
     """Run NUTS on an unconstrained log density, warm-started at ``init_position``.

@@ -1,0 +1,165 @@
+"""Posterior benchmark on the seed quickstart: express NUTS (blackjax, numpyro), express dynesty
+and full NUTS, against imcascade 1.1's ``run_dynesty(method='express')``.
+
+Usage::
+
+    python benchmarks/posterior.py [--run-imcascade] [--skip-dynesty] [--skip-full]
+                                   [--skip-numpyro] [--full-samples 1000 --full-warmup 500]
+
+Without ``--run-imcascade`` the 1.1 time is the 516 s of ``BASELINES.md`` (not re-measured in
+this run: absolute times on these shared machines are noisy, compare ratios measured together).
+Times: ``compile`` is XLA compilation of the sampler (numpyro: its warmup, which includes
+compilation), ``run`` the sampling itself; ``total`` adds the express set-up (rendering the basis
+and reducing the data to its Gram matrix). ESS is the effective sample size of the total flux and
+of r50 (and the minimum over the sampled parameters), per second of ``total``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from imcascade_jax import sample as S
+from imcascade_jax.fitter import initialize_fitter
+from imcascade_jax.results import ImcascadeResults
+from imcascade_jax.synthetic import quickstart_data
+
+BASELINE_11_S = 516.0
+BASELINE_11 = {"flux": (255.2, 4.4, 3.7), "r50": (6.09, 0.10, 0.12)}
+
+
+def summarise(fitter, chains: int = 1) -> dict:
+    res = ImcascadeResults(fitter)
+    flux = np.asarray(res.calc_flux())
+    r50 = np.asarray(res.calc_rX(0.5))
+    out = {}
+    for name, v in (("flux", flux), ("r50", r50)):
+        lo, med, hi = np.percentile(v, [16, 50, 84])
+        out[name] = (med, med - lo, hi - med)
+        out["ess_" + name] = float(S.effective_sample_size(v.reshape(chains, -1, 1))[0])
+    return out
+
+
+def row(name, compile_s, run_s, total_s, n, evals, stats, min_ess=float("nan")):
+    f, r = stats["flux"], stats["r50"]
+    ess = min(stats["ess_flux"], stats["ess_r50"])
+    return (f"| {name} | {compile_s:.1f} | {run_s:.1f} | {total_s:.1f} | {n} | {evals} | "
+            f"{stats['ess_flux']:.0f} / {stats['ess_r50']:.0f} / {min_ess:.0f} | "
+            f"{ess / total_s:.1f} | {f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | "
+            f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} |")
+
+
+def run_imcascade11(g):
+    from imcascade.fitter import initialize_fitter as init11
+    from imcascade.results import ImcascadeResults as Res11
+
+    f11 = init11(g.img, g.psf, err=g.err, verbose=False)
+    f11.run_ls_min()
+    t0 = time.perf_counter()
+    f11.run_dynesty(method="express", run_nested_kwargs={"print_progress": False})
+    dt = time.perf_counter() - t0
+    res = Res11(f11)
+    flux, r50 = np.asarray(res.calc_flux()), np.asarray(res.calc_rX(0.5))
+    stats = {}
+    for name, v in (("flux", flux), ("r50", r50)):
+        lo, med, hi = np.percentile(v, [16, 50, 84])
+        stats[name] = (med, med - lo, hi - med)
+    return dt, stats, len(flux)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run-imcascade", action="store_true",
+                    help="re-measure imcascade 1.1's express dynesty run (~10 min)")
+    ap.add_argument("--skip-dynesty", action="store_true")
+    ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--skip-numpyro", action="store_true")
+    ap.add_argument("--full-samples", type=int, default=1000)
+    ap.add_argument("--full-warmup", type=int, default=500)
+    args = ap.parse_args()
+
+    g = quickstart_data()
+    fitter = initialize_fitter(g.img, g.psf, err=g.err, verbose=False)
+    t0 = time.perf_counter()
+    fitter.run_ls_min()
+    t_ls = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fitter.set_up_express_run()
+    t_setup = time.perf_counter() - t0
+    print(f"least squares {t_ls:.1f} s (not counted below); express set-up {t_setup:.2f} s")
+
+    rows, results = [], {}
+    for backend in ("blackjax",) + (() if args.skip_numpyro else ("numpyro",)):
+        fitter.run_nuts(method="express", num_samples=2000, num_warmup=1000, backend=backend,
+                        progress_bar=False)
+        d = fitter.nuts_diagnostics
+        stats = summarise(fitter)
+        total = t_setup + d["wall_s"]
+        results[backend] = (total, stats)
+        rows.append(row(f"NUTS express ({backend}), 2000 + 1000 warmup", d["compile_s"],
+                        d["run_s"], total, 2000, f"{d['num_grad_evals']} grad", stats,
+                        d["min_ess"]))
+        print(f"  {backend}: step size {np.round(d['step_size'], 3)}, divergences "
+              f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}")
+
+    if not args.skip_dynesty:
+        t0 = time.perf_counter()
+        fitter.run_dynesty(method="express", run_nested_kwargs={"print_progress": False}, seed=0)
+        dt = time.perf_counter() - t0
+        ncall = int(np.sum(fitter.dynesty_sampler.results["ncall"]))
+        stats = summarise(fitter)
+        results["dynesty"] = (t_setup + dt, stats)
+        rows.append(row(f"dynesty express (defaults), logz {fitter.logz:.1f} +- "
+                        f"{fitter.logz_err:.2f}", 0.0, dt, t_setup + dt, len(fitter.posterior),
+                        f"{ncall} like", stats))
+
+    if not args.skip_full:
+        fitter.run_nuts(method="full", num_samples=args.full_samples,
+                        num_warmup=args.full_warmup, progress_bar=False)
+        d = fitter.nuts_diagnostics
+        stats = summarise(fitter)
+        results["full"] = (d["wall_s"], stats)
+        rows.append(row(f"NUTS full (blackjax), {args.full_samples} + {args.full_warmup} warmup",
+                        d["compile_s"], d["run_s"], d["wall_s"], args.full_samples,
+                        f"{d['num_grad_evals']} grad", stats, d["min_ess"]))
+        print(f"  full: step size {np.round(d['step_size'], 3)}, divergences "
+              f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}")
+
+    if args.run_imcascade:
+        t11, stats11, n11 = run_imcascade11(g)
+        label = "imcascade 1.1 dynesty express (measured in this run)"
+    else:
+        t11, stats11, n11 = BASELINE_11_S, BASELINE_11, 19791
+        label = "imcascade 1.1 dynesty express (BASELINES.md, NOT re-measured)"
+    f, r = stats11["flux"], stats11["r50"]
+    rows.append(f"| {label} | - | {t11:.0f} | {t11:.0f} | {n11} | - | - | - | "
+                f"{f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | {r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} |")
+
+    print()
+    print("| run | compile s | run s | total s | samples | evaluations | ESS flux / r50 / min "
+          "| ESS/s | flux (16-84) | r50 (16-84) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print()
+    total, stats = results["blackjax"]
+    print(f"speed-up of express NUTS (blackjax, total incl. set-up and compilation) over 1.1: "
+          f"{t11 / total:.0f}x ({t11:.0f} s / {total:.1f} s; target >= 50x)")
+    for name in ("flux", "r50"):
+        med, lo, hi = stats[name]
+        m11, lo11, hi11 = stats11[name]
+        sig11 = lo11 if med < m11 else hi11
+        width = (lo + hi) / (lo11 + hi11)
+        print(f"{name}: ours {med:.3f} vs 1.1 {m11:.3f}: {abs(med - m11) / sig11:.2f} sigma of "
+              f"1.1's; width ratio {width:.2f} (target: < 1 sigma, ratio within 1/1.6 .. 1.6)")
+    if "full" in results:
+        _, sf = results["full"]
+        for name in ("flux", "r50"):
+            w = max(sum(sf[name][1:]) / 2, sum(stats[name][1:]) / 2)
+            print(f"full vs express {name}: {sf[name][0]:.3f} vs {stats[name][0]:.3f}, "
+                  f"|diff| / larger width = {abs(sf[name][0] - stats[name][0]) / w:.2f}")
+
+
+if __name__ == "__main__":
+    main()

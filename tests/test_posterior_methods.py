@@ -1,0 +1,251 @@
+"""Tests of the Fitter's posterior methods (express mode, prior transforms, dynesty, NUTS,
+likelihood choice and the ``log_like_exp`` override) on small images."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from imcascade_jax.fitter import Fitter
+from imcascade_jax.render import render
+from imcascade_jax.results import ImcascadeResults
+from imcascade_jax.synthetic import make_galaxy, moffat_psf
+
+SIG = np.array([0.7, 1.4, 2.8, 5.6, 11.0])
+PSF_SIG, PSF_A = np.array([1.0, 2.5]), np.array([0.7, 0.3])
+DYNESTY_FAST = {"sampler_kwargs": {"nlive": 60},
+                "run_nested_kwargs": {"dlogz_init": 1.0, "maxbatch": 0, "print_progress": False}}
+
+
+@pytest.fixture(scope="session")
+def fitted():
+    """A 40x40 galaxy with 5 components, after run_ls_min and set_up_express_run."""
+    g = make_galaxy(shape=(40, 40), re=3.0, flux=100.0, noise=0.01,
+                    psf=moffat_psf(size=15, core=1.5))
+    f = Fitter(g.img, SIG, PSF_SIG, PSF_A, weight=1 / g.err**2, verbose=False)
+    f.run_ls_min()
+    f.set_up_express_run()
+    return f
+
+
+@pytest.fixture(scope="session")
+def nuts_express(fitted):
+    """Posterior of run_nuts(method='express'), two chains, and its diagnostics."""
+    post = fitted.run_nuts(method="express", num_samples=400, num_warmup=300, num_chains=2,
+                           seed=1, progress_bar=False)
+    return post.copy(), dict(fitted.nuts_diagnostics), fitted.post_method
+
+
+def _stats(f, post):
+    res = ImcascadeResults({"sig": f.sig, "posterior": post, "log_weight_scale": True,
+                            "Ndof_sky": f.Ndof_sky})
+    flux, r50 = np.asarray(res.calc_flux()), np.asarray(res.calc_rX(0.5))
+    return {k: np.percentile(v, [16, 50, 84]) for k, v in (("flux", flux), ("r50", r50))}
+
+
+def test_set_up_express_run(fitted):
+    f = fitted
+    assert f.express_gauss_arr.shape == (40, 40, 5)
+    np.testing.assert_array_equal(f.exp_set_params, f.min_res.x[:4])
+    np.testing.assert_allclose(f._exp_pri_locs, f.min_res.x[4:])
+    # 1.1's widths: twice the least-squares sigma, capped at 1.
+    cov = np.linalg.inv(f.min_res.jac.T @ f.min_res.jac)
+    expect = np.minimum(2 * np.sqrt(np.diag(cov))[4:], 1.0)
+    np.testing.assert_allclose(f._exp_pri_scales, expect, rtol=1e-6)
+    assert f._lin_cauchy_locs.shape == (f.Ndof - 4,)
+    # The component images are the unit-flux components of the model at exp_set_params.
+    p = f.min_res.x.copy()
+    p[4:] = -np.inf
+    p[4] = 0.0
+    p[4 + f.Ndof_gauss:] = 0.0
+    np.testing.assert_allclose(f.express_gauss_arr[..., 0], render(f.model, p), atol=1e-13)
+
+
+def test_set_up_express_run_with_set_params(fitted):
+    f = Fitter(fitted.img, SIG, PSF_SIG, PSF_A, weight=fitted.weight, verbose=False)
+    stack = f.set_up_express_run(set_params=[20.0, 20.0, 0.8, 0.3])
+    assert stack.shape == (40, 40, 5) and not hasattr(f, "min_res")
+    np.testing.assert_array_equal(f.exp_set_params, [20.0, 20.0, 0.8, 0.3])
+    with pytest.raises(ValueError, match="run_ls_min"):
+        f.ptform_exp_ls(np.full(f.Ndof - 4, 0.5))
+    x = np.asarray(f.ptform_exp_unif(np.full(f.Ndof - 4, 0.5)))
+    np.testing.assert_allclose(x, 0.5 * (f.lb[4:] + f.ub[4:]))
+
+
+def test_express_model_and_likelihood_match_full(fitted):
+    f = fitted
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        exp = f.min_res.x[4:] + rng.normal(0, 0.05, f.Ndof - 4) * np.r_[np.ones(5), 1e-3 * np.ones(3)]
+        full = np.concatenate([f.exp_set_params, exp])
+        np.testing.assert_allclose(f.make_express_model(exp), f.make_model(full), atol=1e-12)
+        # 1.1's log_like_exp: -chi2/2 + loglike_const.
+        chi2 = np.sum((f.img - np.asarray(f.make_model(full))) ** 2 * f.weight)
+        assert float(f.log_like_exp(exp)) == pytest.approx(-0.5 * chi2 + f.loglike_const, rel=1e-10)
+        assert float(f.log_like_exp(exp)) == pytest.approx(float(f.log_like(full)), rel=1e-10)
+    assert float(jax.jit(f.log_like_exp)(jnp.asarray(exp))) == pytest.approx(
+        float(f.log_like_exp(exp)), rel=1e-12)
+    g = jax.grad(f.log_like_exp)(jnp.asarray(exp))
+    assert np.all(np.isfinite(g))
+
+
+def test_prior_transforms_match_11_formulas(fitted):
+    f = fitted
+    rng = np.random.default_rng(2)
+    u = rng.uniform(0.02, 0.98, f.Ndof)
+    x = np.asarray(f.ptform(u))
+    assert x[0] == pytest.approx(stats.norm.ppf(u[0], loc=f.param_init[0], scale=1))
+    assert x[1] == pytest.approx(stats.norm.ppf(u[1], loc=f.param_init[1], scale=1))
+    assert x[2] == pytest.approx(stats.truncnorm.ppf(u[2], -4.0, 0.0, loc=1, scale=0.25))
+    assert x[3] == pytest.approx(u[3] * np.pi)
+    np.testing.assert_allclose(x[4:], u[4:] * (f.ub[4:] - f.lb[4:]) + f.lb[4:], rtol=1e-12)
+    ue = u[4:]
+    np.testing.assert_allclose(f.ptform_exp_ls(ue),
+                               stats.norm.ppf(ue, f._exp_pri_locs, f._exp_pri_scales), rtol=1e-9)
+    np.testing.assert_allclose(f.ptform_exp_unif(ue), ue * (f.ub[4:] - f.lb[4:]) + f.lb[4:],
+                               rtol=1e-12)
+    np.testing.assert_allclose(f.ptform_exp_lin_cauchy(ue),
+                               stats.cauchy.ppf(ue, f._lin_cauchy_locs, f._lin_cauchy_scales),
+                               rtol=1e-9)
+    batch = jax.jit(jax.vmap(f.ptform_exp_ls))(jnp.asarray([ue, ue]))
+    np.testing.assert_allclose(batch[1], f.ptform_exp_ls(ue), rtol=1e-12)
+
+
+def test_unknown_prior_or_method(fitted):
+    with pytest.raises(ValueError, match="prior"):
+        fitted.run_dynesty(method="express", prior="jeffreys")
+    with pytest.raises(ValueError, match="method"):
+        fitted.run_dynesty(method="quick")
+    with pytest.raises(ValueError, match="prior"):
+        fitted.run_nuts(prior="jeffreys")
+    with pytest.raises(ValueError, match="backend"):
+        fitted.run_nuts(backend="stan")
+    with pytest.raises(ValueError, match="express"):
+        fitted.run_nuts(method="full", prior="cauchy")
+
+
+def test_missing_dynesty_is_an_import_error_with_instructions(fitted, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dynesty", None)
+    with pytest.raises(ImportError, match=r"pip install \"imcascade_jax\[dynesty\]\""):
+        fitted.run_dynesty(method="express")
+
+
+def test_run_nuts_express(fitted, nuts_express):
+    post, diag, method = nuts_express
+    f = fitted
+    assert method == "nuts-express"
+    assert post.shape == (800, f.Ndof)
+    np.testing.assert_array_equal(post[:, :4], np.broadcast_to(f.exp_set_params, (800, 4)))
+    for key in ("ess", "min_ess", "rhat", "num_divergent", "step_size", "num_grad_evals",
+                "compile_s", "run_s", "ess_per_s"):
+        assert key in diag
+    assert diag["max_rhat"] < 1.05 and diag["min_ess"] > 100
+    assert diag["divergent_fraction"] < 0.02
+    s = _stats(f, post)
+    ls = ImcascadeResults({"sig": f.sig, "min_param": f.min_res.x, "Ndof_sky": 3})
+    assert abs(s["flux"][1] - float(ls.calc_flux())) < s["flux"][2] - s["flux"][0]
+
+
+def test_run_dynesty_express_consistent_with_nuts(fitted, nuts_express):
+    pytest.importorskip("dynesty")
+    f = fitted
+    post = f.run_dynesty(method="express", seed=0, **DYNESTY_FAST)
+    assert f.post_method == "dynesty-express"
+    assert np.isfinite(f.logz) and np.isfinite(f.logz_err) and f.dynesty_sampler is not None
+    assert post.shape[1] == f.Ndof
+    np.testing.assert_array_equal(post[:, :4], np.broadcast_to(f.exp_set_params, (len(post), 4)))
+    s_dyn, s_nuts = _stats(f, post), _stats(f, nuts_express[0])
+    for key in ("flux", "r50"):
+        width = max(s_dyn[key][2] - s_dyn[key][0], s_nuts[key][2] - s_nuts[key][0]) / 2
+        assert abs(s_dyn[key][1] - s_nuts[key][1]) < width
+
+
+def test_cauchy_prior_keeps_log_weights(fitted):
+    pytest.importorskip("dynesty")
+    f = fitted
+    post = f.run_dynesty(method="express", prior="cauchy", seed=1, **DYNESTY_FAST)
+    assert f.log_weight_scale is True  # 1.1 switched the fitter to linear weights for good
+    assert np.all(np.isfinite(post))
+    flux = ImcascadeResults(f).calc_flux()
+    assert 80 < np.median(flux) < 120
+
+
+def test_log_like_exp_override_is_honoured(fitted):
+    f = Fitter(fitted.img, SIG, PSF_SIG, PSF_A, weight=fitted.weight, verbose=False)
+    f.min_res = fitted.min_res
+    f.set_up_express_run()
+    target = f.min_res.x[4:] + np.r_[0.3 * np.ones(5), np.zeros(3)]
+    scale = np.r_[0.01 * np.ones(5), 1e-5 * np.ones(3)]
+    calls = []
+
+    def my_like(exp_params):
+        calls.append(1)
+        return -0.5 * jnp.sum(((exp_params - target) / scale) ** 2)
+
+    f.log_like_exp = my_like
+    post = f.run_nuts(method="express", prior="uniform", num_samples=200, num_warmup=200,
+                      progress_bar=False)
+    assert calls  # traced
+    np.testing.assert_allclose(np.median(post[:, 4:9], axis=0), target[:5], atol=0.01)
+    if pytest.importorskip("dynesty"):
+        post = f.run_dynesty(method="express", prior="min_results", seed=0, **DYNESTY_FAST)
+        np.testing.assert_allclose(np.median(post[:, 4:9], axis=0), target[:5], atol=0.03)
+    del f.log_like_exp  # back to the built-in likelihood
+    assert f._custom_log_like_exp() is None
+
+
+def test_poisson_likelihood_gives_unbiased_flux():
+    # Counts: a model galaxy of 20000 counts on a sky of 20 counts per pixel, Poisson noise.
+    f0 = Fitter(np.zeros((40, 40)), SIG, PSF_SIG, PSF_A, verbose=False, sky_type="flat")
+    flux = np.array([0.1, 0.2, 0.3, 0.25, 0.15]) * 20000.0
+    truth = np.concatenate([[19.6, 20.3, 0.8, 0.5], np.log10(flux), [20.0]])
+    clean = np.asarray(render(f0.model, truth))
+    img = np.random.default_rng(7).poisson(clean).astype(float)
+    f = Fitter(img, SIG, PSF_SIG, PSF_A, weight=1.0 / np.maximum(img, 1.0), verbose=False,
+               sky_type="flat", likelihood="poisson")
+    f.run_ls_min()
+    post = f.run_nuts(method="express", num_samples=300, num_warmup=300, progress_bar=False)
+    total = np.median(np.sum(10 ** post[:, 4:9], axis=1))
+    assert abs(total / 20000.0 - 1) < 0.01
+    # The Poisson express likelihood is the Cash statistic of the rendered express model.
+    exp = f.min_res.x[4:]
+    model_img = np.asarray(f.make_express_model(exp))
+    assert float(f.log_like_exp(exp)) == pytest.approx(
+        float(np.sum(img * np.log(model_img) - model_img)), rel=1e-10)
+
+
+def test_nuts_warns_on_poor_diagnostics(fitted, caplog):
+    f = Fitter(fitted.img, SIG, PSF_SIG, PSF_A, weight=fitted.weight, verbose=False)
+    f.min_res = fitted.min_res
+    with caplog.at_level(logging.WARNING, logger="imcascade_jax"):
+        f.run_nuts(method="express", num_samples=30, num_warmup=10, progress_bar=False)
+    assert "effective sample size" in caplog.text
+    assert f.nuts_diagnostics["rhat"] is None
+
+
+@pytest.mark.slow
+def test_run_nuts_numpyro_matches_blackjax(fitted, nuts_express):
+    post = fitted.run_nuts(method="express", num_samples=400, num_warmup=300,
+                           backend="numpyro", progress_bar=False)
+    assert fitted.post_method == "nuts-express"
+    s_np, s_bj = _stats(fitted, post), _stats(fitted, nuts_express[0])
+    for key in ("flux", "r50"):
+        width = (s_bj[key][2] - s_bj[key][0]) / 2
+        assert abs(s_np[key][1] - s_bj[key][1]) < width
+
+
+@pytest.mark.slow
+def test_run_nuts_full_agrees_with_express(fitted, nuts_express):
+    post = fitted.run_nuts(method="full", num_samples=300, num_warmup=200, progress_bar=False)
+    assert fitted.post_method == "nuts-full"
+    assert np.ptp(post[:, 0]) > 0  # structural parameters free
+    s_full, s_exp = _stats(fitted, post), _stats(fitted, nuts_express[0])
+    for key in ("flux", "r50"):
+        width = max(s_full[key][2] - s_full[key][0], s_exp[key][2] - s_exp[key][0]) / 2
+        assert abs(s_full[key][1] - s_exp[key][1]) < width
