@@ -4,9 +4,10 @@ The solver is a projected Levenberg-Marquardt method written for this problem:
 
 - residuals ``r = sqrt(w) (data - model)``; the Jacobian is assembled from its structure: the
   columns of the N fluxes are the component images themselves (times ``ln 10 * flux`` in log
-  scale), the sky columns are planes, and only the 4 structural columns (x0, y0, q, phi) come from
-  forward-mode autodiff (``jax.linearize`` pushed along 4 tangents). That costs about six renders,
-  against the ``Ndof + 1`` renders of a finite-difference Jacobian;
+  scale), the sky columns are planes, and the 4 structural columns (x0, y0, q, phi) are closed-form
+  derivatives sharing the image's exponentials (:mod:`imcascade_jax.derivatives`; forward-mode
+  autodiff for the exact-integral renderer). A finite-difference Jacobian costs ``Ndof + 1``
+  renders;
 - bounds by projection: a variable at a bound whose gradient points outward is held fixed for
   the step, the others take a Marquardt-scaled damped Gauss-Newton step which is then clipped to
   the box. imcascade's flux bounds ``[a_max - 5, a_max]`` are active at the optimum of most real
@@ -26,9 +27,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from imcascade_jax.derivatives import (
+    basis_and_tangents,
+    basis_and_tangents_autodiff,
+    supports_closed_form,
+)
 from imcascade_jax.model import Model
 from imcascade_jax.params import unpack
-from imcascade_jax.render import render_basis, render_sky
+from imcascade_jax.render import render_sky
 
 #: Status codes of :class:`FitResult`.
 STATUS_MESSAGES = {
@@ -134,10 +140,11 @@ def model_and_jacobian(model: Model, param: jax.Array):
         ``d image / d param_i`` for each parameter.
     """
     p = unpack(model, param)
-    structural = jnp.stack([p.x0, p.y0, p.q, p.phi])
-    basis, push = jax.linearize(lambda s: render_basis(model, s[0], s[1], s[2], s[3]), structural)
-    tangents = jax.vmap(push)(jnp.eye(4, dtype=structural.dtype))  # (4, N, nx, ny)
-    d_structural = jnp.einsum("k,skxy->sxy", p.flux, tangents)
+    # Closed-form structural derivatives where they exist (faster to compile and to run);
+    # forward-mode autodiff otherwise. Both are exact (tests/test_derivatives.py).
+    tangents = (basis_and_tangents if supports_closed_form(model)
+                else basis_and_tangents_autodiff)
+    basis, d_structural = tangents(model, p.x0, p.y0, p.q, p.phi, p.flux)
     dflux_da = p.flux * _LN10 if model.log_weight_scale else jnp.ones_like(p.flux)
     d_flux = basis * dflux_da[:, None, None]
     image = jnp.tensordot(p.flux, basis, axes=1) + render_sky(model, p.sky)
@@ -154,12 +161,30 @@ def _residuals(model, param, data, sqrt_w):
     return sqrt_w * (data - image), -sqrt_w[None] * dimage
 
 
-def _project(x, lb, ub, periodic_phi):
+def _open_bounds(lb, ub, periodic_phi):
+    """Bounds the linear step respects: with the default geometry bounds (phi spanning pi,
+    q up to 1) phi is periodic and q may cross 1, see :func:`_canonical`."""
+    if not periodic_phi:
+        return lb, ub
+    inf = jnp.asarray(jnp.inf, ub.dtype)
+    ub = ub.at[2].set(jnp.where(ub[2] >= 1.0, inf, ub[2])).at[3].set(inf)
+    return lb.at[3].set(-inf), ub
+
+
+def _canonical(x, lb, ub, periodic_phi):
+    """Map a point back into the box.
+
+    With ``periodic_phi``: an axis ratio q > 1 is the same ellipse as 1/q turned by pi/2, and
+    phi is defined modulo pi. Reflecting and wrapping (rather than clipping at q = 1, where
+    phi has no effect on the image and a clipped solver stalls) lets a fit started at the
+    wrong orientation turn round; 1.1 clips both.
+    """
     if periodic_phi:
-        # Wrap instead of clip: phi and phi + pi describe the same ellipse. Wrap first: clipping
-        # first would pin a phi that stepped past a bound to that bound (then 0 after the wrap).
-        phi = lb[3] + jnp.mod(x[3] - lb[3], jnp.pi)
-        x = x.at[3].set(phi)
+        q = x[2]
+        flip = (q > 1.0) & (ub[2] >= 1.0)
+        x = x.at[2].set(jnp.where(flip, 1.0 / q, q))
+        phi = jnp.where(flip, x[3] + 0.5 * jnp.pi, x[3])
+        x = x.at[3].set(lb[3] + jnp.mod(phi - lb[3], jnp.pi))
     return jnp.clip(x, lb, ub)
 
 
@@ -211,8 +236,9 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
         Starting point and bounds (``lb <= x0 <= ub``).
     options : SolverOptions
     periodic_phi : bool
-        Wrap the position angle modulo pi inside ``[lb[3], lb[3] + pi)`` instead of clipping
-        it (only meaningful when the bounds span pi, as the defaults do).
+        Treat the position angle as periodic (wrapped into ``[lb[3], lb[3] + pi)``) and, when
+        ``ub[2] >= 1``, reflect an axis ratio q > 1 to 1/q with phi + pi/2 instead of clipping
+        (only meaningful when the phi bounds span pi, as the defaults do).
 
     Returns
     -------
@@ -224,7 +250,8 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
     sqrt_w = jnp.sqrt(jnp.asarray(weight, dtype))
     lb = _to_internal(model, jnp.asarray(lb, dtype))
     ub = _to_internal(model, jnp.asarray(ub, dtype))
-    x_start = _project(_to_internal(model, jnp.asarray(x0, dtype)), lb, ub, periodic_phi)
+    x_start = _canonical(_to_internal(model, jnp.asarray(x0, dtype)), lb, ub, periodic_phi)
+    step_lb, step_ub = _open_bounds(lb, ub, periodic_phi)
     tiny = jnp.finfo(dtype).tiny
     eps = 10 * jnp.finfo(dtype).eps
 
@@ -234,12 +261,9 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
         return jtj, grad
 
     def free_mask(x, grad):
-        at_lower = (x <= lb + eps * (1 + jnp.abs(lb))) & (grad > 0)
-        at_upper = (x >= ub - eps * (1 + jnp.abs(ub))) & (grad < 0)
-        free = ~(at_lower | at_upper)
-        if periodic_phi:
-            free = free.at[3].set(True)
-        return free
+        at_lower = (x <= step_lb + eps * (1 + jnp.abs(step_lb))) & (grad > 0)
+        at_upper = (x >= step_ub - eps * (1 + jnp.abs(step_ub))) & (grad < 0)
+        return ~(at_lower | at_upper)
 
     def body(s: _State) -> _State:
         # 1. Evaluate the trial point; accept it if it lowers the cost (the first one always).
@@ -259,19 +283,24 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
 
         # 2. Next trial: a damped Gauss-Newton step on the free variables, projected.
         jtj, grad = normal_equations(jac, r)
-        free = free_mask(x, grad)
-        diag = jnp.maximum(jnp.diag(jtj), tiny)
+        # A parameter the image does not depend on here (phi of a round model, q = 1) has a
+        # zero column: hold it this step rather than solve a singular system.
+        raw_diag = jnp.diag(jtj)
+        free = free_mask(x, grad) & (raw_diag > eps * jnp.max(raw_diag))
+        diag = jnp.maximum(raw_diag, tiny)
         ff = free[:, None] & free[None, :]
         a = jnp.where(ff, jtj + jnp.diag(lam * diag), 0.0) + jnp.diag(jnp.where(free, 0.0, 1.0))
         delta = jnp.linalg.solve(a, -jnp.where(free, grad, 0.0))
-        trial = _project(x + delta, lb, ub, periodic_phi)
-        step = trial - x
-        if periodic_phi:
-            step = step.at[3].set(jnp.where(free[3], delta[3], 0.0))
+        step = jnp.clip(x + delta, step_lb, step_ub) - x
+        trial = _canonical(x + step, lb, ub, periodic_phi)
         predicted = -(grad @ step + 0.5 * step @ jtj @ step)
 
         # 3. Convergence.
-        small_f = accept & ~first & (actual <= options.ftol * s.cost)
+        # As MINPACK: converged when the last accepted step gained less than ftol (relative)
+        # and the quadratic model promises no more than that for the next one, so no
+        # Jacobian is spent on a trial that cannot matter.
+        small_f = accept & ~first & (actual <= options.ftol * s.cost) & \
+            (predicted <= options.ftol * cost)
         small_x = jnp.linalg.norm(step) <= options.xtol * (jnp.linalg.norm(x) + options.xtol)
         proj_grad = jnp.where(free, grad, 0.0) / jnp.sqrt(diag)
         small_g = jnp.max(jnp.abs(proj_grad)) <= options.gtol * jnp.sqrt(2 * cost + tiny)
