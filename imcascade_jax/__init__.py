@@ -7,6 +7,7 @@ jit / vmap / grad-able core (``imcascade_jax.model``, ``imcascade_jax.render``).
 
 from imcascade_jax import _config  # noqa: F401  (enables float64 before anything else)
 from imcascade_jax._config import enable_compilation_cache
+from imcascade_jax.batch import fit_catalog
 from imcascade_jax.fitter import Fitter, fitter_from_ASDF, initialize_fitter
 from imcascade_jax.mgm import MultiGaussModel
 from imcascade_jax.psf_fitter import PSFFitter
@@ -22,6 +23,7 @@ __all__ = [
     "PSFFitter",
     "__version__",
     "enable_compilation_cache",
+    "fit_catalog",
     "fitter_from_ASDF",
     "initialize_fitter",
 ]

@@ -569,7 +569,8 @@ def fit_catalog(
         over pixels of non-zero weight), ``n_pix``, ``n_iter``, ``n_components``, ``params``
         (1.1's vector ``[x0, y0, q, phi, log10 a_1..a_N, sky...]``, NaN-padded to the longest),
         ``sig`` (the widths, NaN-padded), ``psf_sig`` and ``psf_a``. Flagged galaxies have NaN
-        results. ``meta`` records the zero point, dtype, sky type and batch size.
+        results. ``meta`` records the zero point (``ZPT``), ``DTYPE``, ``SKYTYPE``, ``RENDMODE`` and
+        the largest batch size (``BATCHSZ``).
 
     Raises
     ------
@@ -690,9 +691,10 @@ def fit_catalog(
             bar.update(1)
     bar.close()
     table = _make_table(gals, results, ids, zpt, sky_type)
-    table.meta.update({"zpt": float(zpt), "dtype": dt.name, "sky_type": str(sky_type),
-                       "render_mode": render_mode,
-                       "batch_size": int(max(sizes.values())) if sizes else 0})
+    # Short upper-case keys: they become FITS header cards as they are.
+    table.meta.update({"ZPT": float(zpt), "DTYPE": dt.name, "SKYTYPE": str(sky_type),
+                       "RENDMODE": render_mode,
+                       "BATCHSZ": int(max(sizes.values())) if sizes else 0})
     return table
 
 
