@@ -66,8 +66,9 @@ _NEWTON_TOL = 1e-8
 _MAX_ITER = 200
 #: Log-spaced grid (in units of the extreme widths) scanned to bracket the Petrosian radius.
 _PETRO_GRID = 64
-#: Smallest padded batch of the root-finding kernels (see ``_bucket``).
-_MIN_BUCKET = 16
+#: Smallest padded batch of the root-finding kernels (see ``_bucket``): below it, compiling
+#: another kernel costs far more than solving a few hundred idle lanes.
+_MIN_BUCKET = 512
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,14 +382,11 @@ def _over_samples(kernel: Callable, weights: Array, per_sample: tuple, extra: Ar
     return out[:size].reshape(out_shape)
 
 
-def _radius_fraction_one(frac: Array, w: Array, sig: Array, cutoff: Array | None) -> Array:
+def _radius_fraction_one(frac: Array, w: Array, sig: Array, cutoff: Array) -> Array:
     n = sig.shape[0]
     rate = [1 / (2 * sig[i] ** 2) for i in range(n)]
     total = _csum(w[i] for i in range(n))
-    if cutoff is None:
-        target = frac * total
-    else:
-        target = frac * _csum(w[i] * -jnp.expm1(-(cutoff**2) * rate[i]) for i in range(n))
+    target = frac * _csum(w[i] * -jnp.expm1(-(cutoff**2) * rate[i]) for i in range(n))
     p = target / total
     ok = (p > 0) & (p < 1) & jnp.all(w >= 0)
     # F(<r) lies between total * (1 - exp(-r^2 / 2 sig_min^2)) and the same with sig_max (for
@@ -419,7 +417,7 @@ def _radius_fraction_one(frac: Array, w: Array, sig: Array, cutoff: Array | None
 
 
 @jax.jit
-def _radius_fraction_kernel(fracs: Array, w_t: Array, sig: Array, cutoff: Array | None) -> Array:
+def _radius_fraction_kernel(fracs: Array, w_t: Array, sig: Array, cutoff: Array) -> Array:
     def one(f, w):
         return _radius_fraction_one(f, w, sig, cutoff)
 
@@ -453,7 +451,8 @@ def radius_fraction(
         parameter sets with negative weights.
     """
     weights, sig = _check(weights, sig)
-    cutoff = None if cutoff is None else _float(cutoff)
+    # No cutoff is an infinite one (bit for bit: 1 - exp(-inf) = 1), so one kernel serves both.
+    cutoff = _float(jnp.inf if cutoff is None else cutoff)
     return _over_samples(_radius_fraction_kernel, weights, (), _float(frac), sig, cutoff)
 
 

@@ -42,9 +42,10 @@ EXTRA_ATTRS = (
     "render_mode",
     "likelihood",
     "nuts_diagnostics",
-    "post_weights",
     "exp_set_params",
 )
+#: Arrays smaller than this are written inline in the tree (see :func:`write_tree`).
+INLINE_THRESHOLD = 100
 #: Keys the ASDF library adds to every tree; they are not results.
 _ASDF_META = ("asdf_library", "history")
 
@@ -141,9 +142,17 @@ def read_tree(file_name: str | os.PathLike) -> dict:
 
 
 def write_tree(tree: Mapping[str, Any], file_name: str | os.PathLike) -> dict:
-    """Write a mapping (JAX / NumPy values converted, ``None`` entries dropped) to an ASDF file."""
+    """Write a mapping (JAX / NumPy values converted, ``None`` entries dropped) to an ASDF file.
+
+    Arrays of fewer than :data:`INLINE_THRESHOLD` elements (widths, PSF, best-fit parameters) are
+    stored inline in the YAML tree: imcascade 1.1's results class opens a file without keeping it
+    open, and with asdf >= 3 its lazily loaded block arrays then fail to read ("missing block");
+    inline arrays are read with the tree.
+    """
     clean = _to_tree(tree)
-    asdf.AsdfFile(clean).write_to(os.fspath(file_name))
+    with asdf.config_context() as config:
+        config.array_inline_threshold = INLINE_THRESHOLD
+        asdf.AsdfFile(clean).write_to(os.fspath(file_name))
     return clean
 
 
