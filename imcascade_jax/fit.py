@@ -254,6 +254,9 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
     step_lb, step_ub = _open_bounds(lb, ub, periodic_phi)
     tiny = jnp.finfo(dtype).tiny
     eps = 10 * jnp.finfo(dtype).eps
+    n_par = model.n_params
+    # Tolerances below the working precision would never be met (float32).
+    ftol, xtol, gtol = (max(float(t), float(eps)) for t in (options.ftol, options.xtol, options.gtol))
 
     def normal_equations(jac, r):
         jtj = jnp.einsum("axy,bxy->ab", jac, jac)
@@ -286,11 +289,15 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
         # A parameter the image does not depend on here (phi of a round model, q = 1) has a
         # zero column: hold it this step rather than solve a singular system.
         raw_diag = jnp.diag(jtj)
-        free = free_mask(x, grad) & (raw_diag > eps * jnp.max(raw_diag))
+        free = free_mask(x, grad) & (raw_diag > eps * eps * jnp.max(raw_diag))
         diag = jnp.maximum(raw_diag, tiny)
+        # Solve in columns scaled to unit norm (Marquardt): sky slopes and fluxes differ by
+        # ~1e10 in J^T J, which float32 cannot solve unscaled.
+        scale = 1.0 / jnp.sqrt(diag)
         ff = free[:, None] & free[None, :]
-        a = jnp.where(ff, jtj + jnp.diag(lam * diag), 0.0) + jnp.diag(jnp.where(free, 0.0, 1.0))
-        delta = jnp.linalg.solve(a, -jnp.where(free, grad, 0.0))
+        a = jnp.where(ff, jtj * scale[:, None] * scale[None, :] + lam * jnp.eye(n_par, dtype=dtype),
+                      0.0) + jnp.diag(jnp.where(free, 0.0, 1.0))
+        delta = scale * jnp.linalg.solve(a, -jnp.where(free, grad * scale, 0.0))
         step = jnp.clip(x + delta, step_lb, step_ub) - x
         trial = _canonical(x + step, lb, ub, periodic_phi)
         predicted = -(grad @ step + 0.5 * step @ jtj @ step)
@@ -299,11 +306,11 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
         # As MINPACK: converged when the last accepted step gained less than ftol (relative)
         # and the quadratic model promises no more than that for the next one, so no
         # Jacobian is spent on a trial that cannot matter.
-        small_f = accept & ~first & (actual <= options.ftol * s.cost) & \
-            (predicted <= options.ftol * cost)
-        small_x = jnp.linalg.norm(step) <= options.xtol * (jnp.linalg.norm(x) + options.xtol)
+        small_f = accept & ~first & (actual <= ftol * s.cost) & \
+            (predicted <= ftol * cost)
+        small_x = jnp.linalg.norm(step) <= xtol * (jnp.linalg.norm(x) + xtol)
         proj_grad = jnp.where(free, grad, 0.0) / jnp.sqrt(diag)
-        small_g = jnp.max(jnp.abs(proj_grad)) <= options.gtol * jnp.sqrt(2 * cost + tiny)
+        small_g = jnp.max(jnp.abs(proj_grad)) <= gtol * jnp.sqrt(2 * cost + tiny)
         status = jnp.select(
             [first & ~finite, small_g, small_f, small_x, s.step + 1 >= options.max_steps,
              lam > 1e16],

@@ -311,3 +311,14 @@ def test_save_and_reload(fitted, tmp_path):
     np.testing.assert_allclose(f2.sig, fitted.sig)
     np.testing.assert_allclose(f2.min_param, fitted.min_param)
     np.testing.assert_allclose(f2.param_init, fitted.param_init)
+
+
+def test_float32_fit_matches_float64(galaxy, fitted):
+    import jax.numpy as jnp
+
+    f = make_fitter(galaxy, init_dict={"re": 3.0, "flux": 100.0}, dtype=jnp.float32)
+    f.run_ls_min()
+    assert f.min_res.success, f.min_res.message
+    np.testing.assert_allclose(f.min_param[:4], fitted.min_param[:4], atol=2e-4)
+    assert total_flux(f) == pytest.approx(total_flux(fitted), rel=1e-4)
+    assert f.min_res.chi2 == pytest.approx(fitted.min_res.chi2, rel=1e-5)
