@@ -100,6 +100,7 @@ class Model:
 
     # -- pytree protocol ------------------------------------------------------------------
     def tree_flatten(self):
+        """Arrays as leaves, static settings as auxiliary data (JAX pytree protocol)."""
         leaves = (self.sig, self.psf_sig, self.psf_a, self.psf_q, self.psf_phi)
         aux = (self.shape, self.has_psf, self.elliptical_psf, self.sky_type, self.render_mode,
                self.log_weight_scale, self.windows, self.exact)
@@ -107,6 +108,7 @@ class Model:
 
     @classmethod
     def tree_unflatten(cls, aux, leaves):
+        """Rebuild a Model from :meth:`tree_flatten`'s output."""
         return cls(*leaves, *aux)
 
     # -- derived static sizes -------------------------------------------------------------
