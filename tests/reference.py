@@ -14,6 +14,7 @@ galaxy covariance is ``R diag(sig^2, sig^2 q^2) R^T`` with ``R = [[cos phi, -sin
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import erf
 
 
 def rotated_covariance(var, q, phi):
@@ -118,6 +119,32 @@ def reference_image(shape, x0, y0, q, phi, sig, flux, psf_sig=None, psf_a=None, 
     flux = np.asarray(flux, dtype=float)
     weights = flux if psf_sig is None else (flux[:, None] * np.asarray(psf_a, float)[None, :]).ravel()
     return gaussians_image(shape, x0, y0, *cov, weights, oversample=oversample)
+
+
+def axis_aligned_image(shape, x0, y0, sx, sy, weights):
+    """Exact pixel integrals of axis-aligned Gaussians (products of erf differences).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape.
+    x0, y0 : float
+        Common centre.
+    sx, sy, weights : array_like
+        Standard deviations along axis 0 and axis 1, and fluxes.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    def pixel_fractions(n, centre, s):
+        edges = (np.arange(n + 1) - 0.5 - centre)[None, :] / (np.sqrt(2.0) * s[:, None])
+        return 0.5 * np.diff(erf(edges), axis=1)
+
+    sx, sy, weights = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (sx, sy, weights))
+    fx = pixel_fractions(shape[0], x0, sx)
+    fy = pixel_fractions(shape[1], y0, sy)
+    return np.einsum("c,cx,cy->xy", weights, fx, fy)
 
 
 def second_moments(img):
