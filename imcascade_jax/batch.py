@@ -116,6 +116,8 @@ def _setup_one(index: int, img: np.ndarray, err: np.ndarray | None, mask: np.nda
     from imcascade_jax.prepare import prepare_inputs
 
     gal = _Galaxy(index)
+    if psf is not None:
+        gal.psf_sig, gal.psf_a = psf
     img = np.array(img, dtype=np.float64)
     finite = np.isfinite(img)
     if err is not None:

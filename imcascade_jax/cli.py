@@ -202,6 +202,16 @@ def _table_format(path: str) -> str:
 # fit
 
 
+def _fmt(value, digits: int = 4) -> str:
+    """A float, or 'median (-lo/+hi)' for a posterior summary [median, minus, plus]."""
+    import numpy as np
+
+    arr = np.atleast_1d(np.asarray(value, dtype=float))
+    if arr.size == 3:
+        return f"{arr[0]:.{digits}g} (-{arr[1]:.2g}/+{arr[2]:.2g})"
+    return f"{arr[0]:.{digits}g}"
+
+
 def _print_fit(fitter, ana: dict, zpt: float | None, elapsed: float) -> None:
     p = fitter.min_param
     res = fitter.min_res
@@ -210,12 +220,12 @@ def _print_fit(fitter, ana: dict, zpt: float | None, elapsed: float) -> None:
     print(f"  centre   ({p[0]:.3f}, {p[1]:.3f}) px")
     print(f"  q        {p[2]:.4f}")
     print(f"  phi      {p[3]:.4f} rad")
-    print(f"  flux     {float(ana['flux']):.6g}")
+    print(f"  flux     {_fmt(ana['flux'], 6)}")
     if zpt is not None:
-        print(f"  mag      {float(ana['mag']):.4f}  (zero point {zpt:g})")
-    print(f"  r20/r50/r80/r90  {float(ana['r20']):.3f} / {float(ana['r50']):.3f} / "
-          f"{float(ana['r80']):.3f} / {float(ana['r90']):.3f} px")
-    print(f"  C80_20 = {float(ana['C80_20']):.3f}, C90_50 = {float(ana['C90_50']):.3f}")
+        print(f"  mag      {_fmt(ana['mag'], 6)}  (zero point {zpt:g})")
+    print("  r20/r50/r80/r90  " + " / ".join(_fmt(ana[k]) for k in ("r20", "r50", "r80", "r90"))
+          + " px")
+    print(f"  C80_20 = {_fmt(ana['C80_20'])}, C90_50 = {_fmt(ana['C90_50'])}")
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
