@@ -669,7 +669,11 @@ def run_nuts(logdensity: Callable, init_position: Any, inverse_mass_matrix: Any 
     if backend == "blackjax":
         chain = _blackjax_chain(logdensity_u, num_warmup, num_samples, target_accept,
                                 max_tree_depth)
-        run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None)))
+        if num_chains == 1:  # no vmap: a smaller program to compile
+            run = jax.jit(lambda k, s, e: jax.tree_util.tree_map(
+                lambda a: a[None], chain(k[0], s[0], e)))
+        else:
+            run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None)))
         keys = jax.random.split(key, num_chains)
         t0 = time.perf_counter()
         compiled = run.lower(keys, starts, step_size).compile()

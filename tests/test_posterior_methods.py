@@ -166,6 +166,7 @@ def test_run_dynesty_express_consistent_with_nuts(fitted, nuts_express):
         assert abs(s_dyn[key][1] - s_nuts[key][1]) < width
 
 
+@pytest.mark.slow
 def test_cauchy_prior_keeps_log_weights(fitted):
     pytest.importorskip("dynesty")
     f = fitted
@@ -193,11 +194,20 @@ def test_log_like_exp_override_is_honoured(fitted):
                       progress_bar=False)
     assert calls  # traced
     np.testing.assert_allclose(np.median(post[:, 4:9], axis=0), target[:5], atol=0.01)
-    if pytest.importorskip("dynesty"):
-        post = f.run_dynesty(method="express", prior="min_results", seed=0, **DYNESTY_FAST)
-        np.testing.assert_allclose(np.median(post[:, 4:9], axis=0), target[:5], atol=0.03)
     del f.log_like_exp  # back to the built-in likelihood
     assert f._custom_log_like_exp() is None
+
+
+@pytest.mark.slow
+def test_log_like_exp_override_is_honoured_by_dynesty(fitted):
+    pytest.importorskip("dynesty")
+    f = Fitter(fitted.img, SIG, PSF_SIG, PSF_A, weight=fitted.weight, verbose=False)
+    f.min_res = fitted.min_res
+    target = f.min_res.x[4:] + np.r_[0.05 * np.ones(5), np.zeros(3)]
+    scale = np.r_[0.01 * np.ones(5), 1e-5 * np.ones(3)]
+    f.log_like_exp = lambda p: -0.5 * jnp.sum(((p - target) / scale) ** 2)
+    post = f.run_dynesty(method="express", prior="min_results", seed=0, **DYNESTY_FAST)
+    np.testing.assert_allclose(np.median(post[:, 4:9], axis=0), target[:5], atol=0.03)
 
 
 def test_poisson_likelihood_gives_unbiased_flux():
@@ -220,6 +230,7 @@ def test_poisson_likelihood_gives_unbiased_flux():
         float(np.sum(img * np.log(model_img) - model_img)), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_nuts_warns_on_poor_diagnostics(fitted, caplog):
     f = Fitter(fitted.img, SIG, PSF_SIG, PSF_A, weight=fitted.weight, verbose=False)
     f.min_res = fitted.min_res
