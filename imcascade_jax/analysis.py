@@ -29,7 +29,6 @@ exact to ~1e-12 relative, where imcascade 1.1 interpolates on a 150-point grid.
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -66,9 +65,12 @@ _NEWTON_TOL = 1e-8
 _MAX_ITER = 200
 #: Log-spaced grid (in units of the extreme widths) scanned to bracket the Petrosian radius.
 _PETRO_GRID = 64
-#: Smallest padded batch of the root-finding kernels (see ``_bucket``): below it, compiling
-#: another kernel costs far more than solving a few hundred idle lanes.
+#: Smallest padded batch of the root-finding kernels (see ``_bucket``), and smallest number of
+#: values per parameter set (fractions, levels, ratios) for batches up to ``_SMALL_BUCKET``:
+#: for small problems compiling another kernel costs far more than solving idle ones.
 _MIN_BUCKET = 512
+_MIN_EXTRA = 4
+_SMALL_BUCKET = 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,27 +361,36 @@ def _bucket(n: int) -> int:
 def _over_samples(kernel: Callable, weights: Array, per_sample: tuple, extra: Array, *args) -> Array:
     """Solve one problem per (parameter set, ``extra`` value) pair; shape ``batch + extra.shape``.
 
-    ``kernel(x (L,), weights (N, L), *per_sample (L,), *args) -> (L,)`` solves L independent
-    problems ("lanes"). The pairs are flattened into lanes, laid out components-first (each
-    component's weights are contiguous) and padded to :func:`_bucket` size by repeating the last
-    lane (a valid problem: padding must not slow the lock-step iterations down), so that one
-    compiled kernel serves every batch up to that size.
+    ``kernel(x (E,), weights (B, N), *per_sample (B,), *args) -> (B, E)`` is a jitted
+    :func:`_lanes` kernel. The parameter sets are flattened and padded to :func:`_bucket` size by
+    repeating the last one (a valid problem: padding must not slow the lock-step iterations
+    down), so that one compiled kernel serves every batch up to that size.
     """
     batch, n = weights.shape[:-1], weights.shape[-1]
-    out_shape = batch + extra.shape
-    size = math.prod(out_shape)
-    if size == 0:
-        return jnp.zeros(out_shape, weights.dtype)
-    pad = _bucket(size) - size
+    flat = weights.reshape((-1, n))
+    size = flat.shape[0]
+    if size == 0 or extra.size == 0:
+        return jnp.zeros(batch + extra.shape, weights.dtype)
+    bucket = _bucket(size)
+    pad = bucket - size
+    flat = jnp.pad(flat, ((0, pad), (0, 0)), mode="edge")
+    flat_p = [jnp.pad(jnp.broadcast_to(p, batch).reshape(-1), (0, pad), mode="edge") for p in per_sample]
+    values = extra.reshape(-1)
+    if bucket <= _SMALL_BUCKET:
+        values = jnp.pad(values, (0, max(0, _MIN_EXTRA - values.size)), mode="edge")
+    out = kernel(values, flat, *flat_p, *args)
+    return out[:size, : extra.size].reshape(batch + extra.shape)
 
-    def lanes(x, trailing=()):
-        x = jnp.broadcast_to(x, out_shape + trailing).reshape((size,) + trailing)
-        return jnp.pad(x, ((0, pad),) + ((0, 0),) * len(trailing), mode="edge")
 
-    w_lanes = lanes(weights.reshape(batch + (1,) * extra.ndim + (n,)), (n,)).T
-    p_lanes = [lanes(jnp.reshape(p, jnp.shape(p) + (1,) * extra.ndim)) for p in per_sample]
-    out = kernel(lanes(extra), w_lanes, *p_lanes, *args)
-    return out[:size].reshape(out_shape)
+def _lanes(one: Callable, extra: Array, weights: Array, *per_sample: Array) -> Array:
+    """``one(x, w, *p)`` for every parameter set (rows of ``weights``) and value of ``extra``.
+
+    Components go first, samples last (each component's weights are then contiguous lanes), as
+    the per-component terms of ``one`` are unrolled element-wise operations.
+    """
+    over_extra = jax.vmap(one, (0, None) + (None,) * len(per_sample))
+    over_sets = jax.vmap(over_extra, (None, 1) + (0,) * len(per_sample))
+    return over_sets(extra, weights.T, *per_sample)
 
 
 def _radius_fraction_one(frac: Array, w: Array, sig: Array, cutoff: Array) -> Array:
@@ -417,11 +428,8 @@ def _radius_fraction_one(frac: Array, w: Array, sig: Array, cutoff: Array) -> Ar
 
 
 @jax.jit
-def _radius_fraction_kernel(fracs: Array, w_t: Array, sig: Array, cutoff: Array) -> Array:
-    def one(f, w):
-        return _radius_fraction_one(f, w, sig, cutoff)
-
-    return jax.vmap(one, (0, 1))(fracs, w_t)
+def _radius_fraction_kernel(fracs: Array, weights: Array, sig: Array, cutoff: Array) -> Array:
+    return _lanes(partial(_radius_fraction_one, sig=sig, cutoff=cutoff), fracs, weights)
 
 
 def radius_fraction(
@@ -497,11 +505,8 @@ def _iso_radius_one(level: Array, w: Array, q: Array, sig: Array) -> Array:
 
 
 @jax.jit
-def _iso_radius_kernel(levels: Array, w_t: Array, q: Array, sig: Array) -> Array:
-    def one(lv, w, qq):
-        return _iso_radius_one(lv, w, qq, sig)
-
-    return jax.vmap(one, (0, 1, 0))(levels, w_t, q)
+def _iso_radius_kernel(levels: Array, weights: Array, q: Array, sig: Array) -> Array:
+    return _lanes(partial(_iso_radius_one, sig=sig), levels, weights, q)
 
 
 def iso_radius(level: ArrayLike, weights: ArrayLike, sig: ArrayLike, q: ArrayLike) -> Array:
@@ -559,11 +564,8 @@ def _petrosian_one(p_ratio: Array, w: Array, sig: Array, f_lo: Array, f_hi: Arra
 
 
 @jax.jit
-def _petrosian_kernel(ratios: Array, w_t: Array, sig: Array, f_lo: Array, f_hi: Array) -> Array:
-    def one(pr, w):
-        return _petrosian_one(pr, w, sig, f_lo, f_hi)
-
-    return jax.vmap(one, (0, 1))(ratios, w_t)
+def _petrosian_kernel(ratios: Array, weights: Array, sig: Array, f_lo: Array, f_hi: Array) -> Array:
+    return _lanes(partial(_petrosian_one, sig=sig, f_lo=f_lo, f_hi=f_hi), ratios, weights)
 
 
 def petrosian_radius(
