@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from imcascade_jax.fitter import Fitter
+from imcascade_jax.model import make_model
 from imcascade_jax.render import render
 from imcascade_jax.results import ImcascadeResults
 from imcascade_jax.synthetic import make_galaxy, moffat_psf
@@ -212,10 +213,10 @@ def test_log_like_exp_override_is_honoured_by_dynesty(fitted):
 
 def test_poisson_likelihood_gives_unbiased_flux():
     # Counts: a model galaxy of 20000 counts on a sky of 20 counts per pixel, Poisson noise.
-    f0 = Fitter(np.zeros((40, 40)), SIG, PSF_SIG, PSF_A, verbose=False, sky_type="flat")
+    model = make_model((40, 40), SIG, PSF_SIG, PSF_A, sky_type="flat")
     flux = np.array([0.1, 0.2, 0.3, 0.25, 0.15]) * 20000.0
     truth = np.concatenate([[19.6, 20.3, 0.8, 0.5], np.log10(flux), [20.0]])
-    clean = np.asarray(render(f0.model, truth))
+    clean = np.asarray(render(model, truth))
     img = np.random.default_rng(7).poisson(clean).astype(float)
     f = Fitter(img, SIG, PSF_SIG, PSF_A, weight=1.0 / np.maximum(img, 1.0), verbose=False,
                sky_type="flat", likelihood="poisson")
