@@ -265,9 +265,12 @@ def fit_gama(data: Path, survey: str, cataid: str) -> dict:
     f = imcascade_jax.initialize_fitter(img, psf, mask=mask, err=sigma, x0=x0, y0=y0, verbose=False)
     f.run_ls_min()
     t = time.perf_counter() - t0
-    res = ImcascadeResults(f).run_basic_analysis(zpt=0.0)
+    results = ImcascadeResults(f)
+    res = results.run_basic_analysis(zpt=0.0)
     ok = bool(f.min_res.success) and np.isfinite(res["r50"]) and res["flux"] > 0
     return {"r50": float(res["r50"]) * PIX_SCALE[survey], "flux": float(res["flux"]),
+            "results": results, "half_width": min(img.shape) / 2.0 * PIX_SCALE[survey],
+            "sky_flux": float(f.min_param[4 + len(f.sig)]) * img.size,
             "mag": float(res["mag"]), "q": float(f.min_param[2]),
             "status": f"{f.min_res.message} ({f.min_res.nfev} steps)", "ok": ok, "time": t,
             "shape": img.shape, "segment": central, "centre_given": x0 is not None,
@@ -320,11 +323,61 @@ def run_gama(data: Path) -> dict:
             if lg:
                 dmag_lange.append(k["mag"] - lg["mag"])
     print()
+    _summarise(logr, dmag, dq, dmag_lange, len(ids))
+    _common_aperture_table(ids, fits_)
+    return fits_
+
+
+def _scatter(v: np.ndarray) -> float:
+    """Robust scatter: 1.4826 times the median absolute deviation."""
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def _common_aperture_table(ids: list[str], fits_: dict) -> None:
+    """r50 and magnitude within the same radius (arcsec) in both surveys.
+
+    The radius is the smaller of the two cutouts' half-widths: the total flux and r50 of
+    :meth:`run_basic_analysis` extrapolate the widest components beyond the cutout, where
+    they are degenerate with the sky plane; within a common radius both surveys measure the
+    same part of the galaxy.
+    """
+    print()
+    print("Within a common radius R = smaller half-width of the two cutouts (run_basic_analysis(cutoff=R)):")
+    print("| CATAID | R [\"] | r50 KiDS [\"] | r50 SDSS [\"] | SDSS/KiDS | mag KiDS | mag SDSS | dmag S-K "
+          "| fitted sky / flux KiDS | SDSS |")
+    print("|---" * 10 + "|")
+    logr, dmag = [], []
+    for cataid in ids:
+        k, s = fits_[cataid, "KiDS"], fits_[cataid, "SDSS"]
+        if any("error" in r or not r["ok"] for r in (k, s)):
+            print(f"| G{cataid} | " + " | ".join(["-"] * 9) + " |")
+            continue
+        radius = min(k["half_width"], s["half_width"])
+        vals = {}
+        for name, r in (("KiDS", k), ("SDSS", s)):
+            res = r["results"].run_basic_analysis(zpt=0.0, cutoff=radius / PIX_SCALE[name])
+            vals[name] = (float(res["r50"]) * PIX_SCALE[name], float(res["mag"]))
+        (rk, mk), (rs, ms) = vals["KiDS"], vals["SDSS"]
+        print(f"| G{cataid} | {radius:.1f} | {rk:.2f} | {rs:.2f} | {rs / rk:.3f} | {mk:.3f} | {ms:.3f} | "
+              f"{ms - mk:+.3f} | {k['sky_flux'] / k['flux']:+.3f} | {s['sky_flux'] / s['flux']:+.3f} |")
+        logr.append(np.log10(rs / rk))
+        dmag.append(ms - mk)
+    if logr:
+        logr, dmag = np.asarray(logr), np.asarray(dmag)
+        print()
+        print(f"common radius: log10(r50 SDSS / r50 KiDS): median {np.median(logr):+.4f} "
+              f"(ratio {10 ** np.median(logr):.3f}), scatter (1.4826 MAD) {_scatter(logr):.4f} dex, "
+              f"rms {np.std(logr):.4f} dex")
+        print(f"common radius: mag SDSS - mag KiDS: median {np.median(dmag):+.3f}, "
+              f"scatter (1.4826 MAD) {_scatter(dmag):.3f}, rms {np.std(dmag):.3f}")
+
+
+def _summarise(logr: list, dmag: list, dq: list, dmag_lange: list, n_ids: int) -> None:
+    """Median and scatter of the survey-to-survey differences (total quantities)."""
+    scatter = _scatter
+    ids = range(n_ids)
     if logr:
         logr, dmag, dq = map(np.asarray, (logr, dmag, dq))
-
-        def scatter(v):
-            return 1.4826 * np.median(np.abs(v - np.median(v)))
 
         print(f"galaxies compared: {len(logr)} of {len(ids)}")
         print(f"log10(r50 SDSS / r50 KiDS): median {np.median(logr):+.4f} "
@@ -338,7 +391,6 @@ def run_gama(data: Path) -> dict:
             d = np.asarray(dmag_lange)
             print(f"mag KiDS (ours) - Lange single-Sersic mag: median {np.median(d):+.3f}, "
                   f"scatter (1.4826 MAD) {scatter(d):.3f}")
-    return fits_
 
 
 def main(argv: list[str] | None = None) -> int:
