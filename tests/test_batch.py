@@ -34,7 +34,8 @@ KW = dict(num_components=5, batch_size=4, progress=False)
 
 
 def make_small_catalog(n: int = N_GAL, shape=SHAPE, seed: int = 3):
-    """Small synthetic catalog: images, errors, mask, PSF, truth; galaxy 2 all-NaN, 4 all-masked."""
+    """Small synthetic catalog: images, errors, mask, PSF, truth; galaxy 2 all-NaN, 4 all-masked
+    (when there are more than 4)."""
     rng = np.random.default_rng(seed)
     psf = moffat_psf(11, core=1.5, power=3.0)
     imgs = np.empty((n, *shape))
@@ -46,9 +47,10 @@ def make_small_catalog(n: int = N_GAL, shape=SHAPE, seed: int = 3):
                              t["phi"], oversample=8)
         imgs[i] = fftconvolve(clean, psf, mode="same") + rng.normal(0, 0.02, shape)
         truth.append(t)
-    imgs[NAN_INDEX] = np.nan
     mask = np.zeros(imgs.shape)
-    mask[MASKED_INDEX] = 1.0
+    if n > MASKED_INDEX:
+        imgs[NAN_INDEX] = np.nan
+        mask[MASKED_INDEX] = 1.0
     return imgs, np.full(imgs.shape, 0.02), mask, psf, truth
 
 
