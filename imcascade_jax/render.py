@@ -301,10 +301,23 @@ def render_sky(model: Model, sky: jax.Array) -> jax.Array:
     return sky[0] + xs[:, None] * sky[1] + ys[None, :] * sky[2]
 
 
+def weighted_sum(weights: jax.Array, stack: jax.Array) -> jax.Array:
+    """``tensordot(weights, stack, 1)`` for a short leading axis, unrolled.
+
+    On the CPU a dot (or a reduction) over the component axis makes XLA fuse the exponentials
+    into a reduction loop that does not vectorise them: measured on the 150x150 quickstart,
+    ``tensordot(flux, basis, 1)`` made a render ~3x slower than this sum of scaled images.
+    """
+    out = weights[0] * stack[0]
+    for k in range(1, stack.shape[0]):
+        out = out + weights[k] * stack[k]
+    return out
+
+
 def render_params(model: Model, p: Params) -> jax.Array:
     """Model image (galaxy plus sky) from :class:`~imcascade_jax.params.Params`."""
     basis = render_basis(model, p.x0, p.y0, p.q, p.phi)
-    return jnp.tensordot(p.flux, basis, axes=1) + render_sky(model, p.sky)
+    return weighted_sum(p.flux, basis) + render_sky(model, p.sky)
 
 
 def render(model: Model, param: jax.Array) -> jax.Array:

@@ -195,7 +195,8 @@ def _moment_models():
 def test_rotation_convention_and_11_centroid_bias(imcascade11, phi):
     """Both images have covariance R diag(var, var q^2) R^T (+1/12 for the pixel), R = [[cos,
     -sin], [sin, cos]]. 1.1 rotates about a point offset by (-1/2, -1/2) px from the centre, so
-    its centroid moves by (R - I) (1/2, 1/2), up to 0.71 px at phi = pi/2."""
+    its centroid moves by (R - I) (1/2, 1/2): sqrt(2) sin(phi / 2) px, 1 px at phi = pi/2 and
+    1.41 px as phi -> pi (1.1's fitted centres carry the opposite bias)."""
     ref, ours = _moment_models()
     x0, y0, q = 30.3, 29.6, 0.5
     param = np.array([x0, y0, q, phi, 0.0])

@@ -124,9 +124,14 @@ def test_replace():
     ((None, None), None, True),  # no PSF: q -> 0 can make any component narrow
 ])
 def test_hybrid_plan(psf, psf_shape, exact):
-    m = make_model((151, 151), SIG * 4, *psf, psf_shape=psf_shape)
+    full = make_model((151, 151), SIG * 4, *psf, psf_shape=psf_shape)
+    assert full.windows == (-1,) * 4  # full frame by default
+    m = make_model((151, 151), SIG * 4, *psf, psf_shape=psf_shape, windowed=True)
     assert len(m.windows) == len(m.exact) == 4
     assert all(flag == exact for flag in m.exact)
+    windowed = [h for h in m.windows if h >= 0]
+    assert windowed and len(set(windowed)) == 1  # one shared window for the narrow ones
+    assert 2 * windowed[0] + 1 < 151
     psf_max = 0.0 if psf[0] is None else psf[0].max()
     for half, s in zip(m.windows, SIG * 4, strict=True):
         # A window holds its component out to 5 sigma of its widest convolved component.

@@ -58,15 +58,16 @@ loss_jit = jax.jit(_loss)
 
 @functools.cache
 def _small_model(mode, psf="circular", sky="tilted-plane", log=True, dtype="float64",
-                 shape=(41, 41)):
+                 shape=(41, 41), windowed=False):
     """The small test model. Defaults are shared by most tests so that each (mode, PSF) pair
     compiles its jitted functions once."""
     from conftest import SMALL
 
     psf_sig, psf_a = (None, None) if psf is None else (SMALL["psf_sig"], SMALL["psf_a"])
+    extra = {"windowed": True} if windowed else {}
     return make_model(shape, SMALL["sig"], psf_sig, psf_a,
                       psf_shape=ELLIPTICAL_PSF if psf == "elliptical" else None, sky_type=sky,
-                      render_mode=mode, log_weight_scale=log, dtype=getattr(jnp, dtype))
+                      render_mode=mode, log_weight_scale=log, dtype=getattr(jnp, dtype), **extra)
 
 
 def _psf_kwargs(psf):
@@ -164,6 +165,18 @@ def test_centre_near_or_beyond_the_edge(mode, case):
     img = _render_small(mode, case)
     ref = _reference(case)
     assert np.max(np.abs(img - ref)) / _reference((20.0, 20.0, 1.0, 0.0)).max() < 4e-4
+
+
+@pytest.mark.parametrize("psf", ["circular", "elliptical", None])
+def test_windowed_hybrid_equals_full_frame(psf):
+    # Narrow components in a shared window that follows the centre (clipped at the frame).
+    windowed = _small_model("hybrid", psf, windowed=True)
+    assert any(w > 0 for w in windowed.windows) and any(w < 0 for w in windowed.windows)
+    full = _small_model("hybrid", psf)
+    for case in CASES[1:3] + ((1.3, 39.6, 0.4, 0.5), (-3.2, 20.4, 0.6, 2.0), (40.6, 43.0, 0.9, 1.3)):
+        param = _param(case)
+        np.testing.assert_allclose(render_jit(windowed, param), render_jit(full, param),
+                                   rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize(("mode", "tol"), [("erf", 1e-5), ("hybrid", 1e-4)])
@@ -300,13 +313,15 @@ def _central_differences(fn, param, h=1e-5):
     return np.stack(cols, axis=-1)
 
 
-@pytest.mark.parametrize("psf", ["circular", "elliptical", None])
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "psf"), [(m, p) for m in MODES for p in
+                                           ("circular", "elliptical", None)]
+                         + [("hybrid-windowed", "circular")])
 def test_derivatives_match_central_differences(mode, psf):
     """Derivatives against central differences (h = 1e-5), relative 1e-4: jax.grad of a chi2
     (circular PSF and none), jax.jacfwd of the image column by column (circular PSF), and
     jax.jvp along every parameter direction (elliptical PSF; compiles faster than jacfwd)."""
-    model = _small_model(mode, psf)
+    windowed = mode == "hybrid-windowed"
+    model = _small_model(mode.split("-")[0], psf, windowed=windowed)
     data = np.random.default_rng(1).normal(size=model.shape)
     for case in (CASES[1], CASES[2]):
         param = _param(case, np.arange(1.0, 7.0), [0.1, 0.01, -0.02])
