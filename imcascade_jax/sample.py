@@ -638,10 +638,13 @@ def run_nuts(logdensity: Callable, init_position: Any, inverse_mass_matrix: Any 
         raise ValueError("need num_samples >= 1, num_warmup >= 0 and num_chains >= 1")
     z0 = jnp.asarray(init_position)
     ndim = z0.shape[0]
-    if not bool(jnp.isfinite(jax.jit(logdensity)(z0))):
-        raise ValueError("the log density is not finite at the initial position")
     if inverse_mass_matrix is None:
-        inverse_mass_matrix = jax.jit(partial(laplace_inverse_mass, logdensity))(z0)
+        value, inverse_mass_matrix = jax.jit(
+            lambda z: (logdensity(z), laplace_inverse_mass(logdensity, z)))(z0)
+    else:
+        value = jax.jit(logdensity)(z0)
+    if not bool(jnp.isfinite(value)):
+        raise ValueError("the log density is not finite at the initial position")
     cov = jnp.asarray(inverse_mass_matrix, z0.dtype)
     # Sample whitened coordinates u, z = z0 + L u (L L^T = cov): every scale is then ~1, so
     # adaptation (and numpyro's regularisation towards the identity) works whatever the units.
@@ -656,8 +659,9 @@ def run_nuts(logdensity: Callable, init_position: Any, inverse_mass_matrix: Any 
     key, kj = jax.random.split(key)
     starts = init_jitter * jax.random.normal(kj, (num_chains, ndim), z0.dtype)
     starts = starts.at[0].set(0.0)
-    ok = jax.jit(jax.vmap(lambda u: jnp.isfinite(logdensity_u(u))))(starts)
-    starts = jnp.where(ok[:, None], starts, 0.0)
+    if num_chains > 1:
+        ok = jax.jit(jax.vmap(lambda u: jnp.isfinite(logdensity_u(u))))(starts)
+        starts = jnp.where(ok[:, None], starts, 0.0)
 
     def to_z(u):
         return np.asarray(z0)[None, None] + np.asarray(u) @ np.asarray(chol).T
@@ -717,16 +721,38 @@ def run_nuts(logdensity: Callable, init_position: Any, inverse_mass_matrix: Any 
 # ---------------------------------------------------------------------------------------------
 # Diagnostics
 # ---------------------------------------------------------------------------------------------
+def _ess_column(x: np.ndarray) -> float:
+    """ESS of one quantity, ``x`` shaped ``(chains, draws)``: Stan's estimator (autocorrelation
+    by FFT, combined over chains, Geyer's initial monotone positive sequence)."""
+    m, n = x.shape
+    xc = x - x.mean(axis=1, keepdims=True)
+    f = np.fft.rfft(xc, n=2 * n, axis=1)
+    acov = np.fft.irfft(f * np.conj(f), axis=1)[:, :n] / n
+    w = np.mean(acov[:, 0] * n / (n - 1.0))
+    var_plus = w * (n - 1.0) / n + (np.var(x.mean(axis=1), ddof=1) if m > 1 else 0.0)
+    if var_plus <= 0:
+        return float("nan")
+    rho = 1.0 - (w - acov.mean(axis=0)) / var_plus
+    rho[0] = 1.0
+    k = n // 2
+    pairs = rho[0:2 * k:2] + rho[1:2 * k:2]
+    neg = np.nonzero(pairs <= 0)[0]
+    pairs = pairs[:neg[0]] if neg.size else pairs
+    pairs = np.minimum.accumulate(pairs)
+    tau = max(-1.0 + 2.0 * pairs.sum(), 1.0 / np.log10(m * n))
+    return float(m * n / tau)
+
+
 def effective_sample_size(samples: Any) -> np.ndarray:
     """ESS of each column of ``samples`` shaped ``(chains, draws, ndim)`` (summed over
-    chains); constant columns get ``nan``."""
-    from blackjax.diagnostics import effective_sample_size as ess
-
+    chains; Stan's estimator, in NumPy: nothing to compile); constant columns get ``nan``."""
     arr = np.asarray(samples, float)
     out = np.full(arr.shape[-1], np.nan)
-    varying = np.ptp(arr.reshape(-1, arr.shape[-1]), axis=0) > 0
-    if arr.shape[1] >= 4 and varying.any():
-        out[varying] = np.asarray(jax.jit(ess)(jnp.asarray(arr[..., varying])))
+    if arr.shape[1] < 4:
+        return out
+    for j in range(arr.shape[-1]):
+        if np.ptp(arr[..., j]) > 0:
+            out[j] = _ess_column(arr[..., j])
     return out
 
 
