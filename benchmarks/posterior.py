@@ -58,7 +58,7 @@ def run_imcascade11(g):
     from imcascade.fitter import initialize_fitter as init11
     from imcascade.results import ImcascadeResults as Res11
 
-    f11 = init11(g.img, g.psf, err=g.err, verbose=False)
+    f11 = init11(g.img, g.psf, err=g.err)  # 1.1 takes no verbose
     f11.run_ls_min()
     t0 = time.perf_counter()
     f11.run_dynesty(method="express", run_nested_kwargs={"print_progress": False})
