@@ -36,6 +36,7 @@ from imcascade_jax.render import (
     _psf_weighted,
     covariances,
     render_basis,
+    weighted_sum,
 )
 
 
@@ -130,7 +131,7 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux):
         tuple(rep(t) for t in dphi), hybrid=model.render_mode == "hybrid")
     weighted = [_psf_weighted(o.reshape(n, p, nx, ny), model.psf_a) for o in outputs]
     basis = weighted[0]
-    d_image = jnp.stack([jnp.tensordot(flux, w, axes=1) for w in weighted[1:]])
+    d_image = jnp.stack([weighted_sum(flux, w) for w in weighted[1:]])
     return basis, d_image
 
 

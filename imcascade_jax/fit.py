@@ -34,7 +34,7 @@ from imcascade_jax.derivatives import (
 )
 from imcascade_jax.model import Model
 from imcascade_jax.params import unpack
-from imcascade_jax.render import render_sky
+from imcascade_jax.render import render_sky, weighted_sum
 
 #: Status codes of :class:`FitResult`.
 STATUS_MESSAGES = {
@@ -147,7 +147,7 @@ def model_and_jacobian(model: Model, param: jax.Array):
     basis, d_structural = tangents(model, p.x0, p.y0, p.q, p.phi, p.flux)
     dflux_da = p.flux * _LN10 if model.log_weight_scale else jnp.ones_like(p.flux)
     d_flux = basis * dflux_da[:, None, None]
-    image = jnp.tensordot(p.flux, basis, axes=1) + render_sky(model, p.sky)
+    image = weighted_sum(p.flux, basis) + render_sky(model, p.sky)
     columns = [d_structural, d_flux]
     if model.n_sky:
         # The sky is linear in its parameters: its columns are the sky images of unit vectors.
