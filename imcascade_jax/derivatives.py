@@ -140,4 +140,4 @@ def basis_and_tangents_autodiff(model: Model, x0, y0, q, phi, flux):
     structural = jnp.stack([jnp.asarray(v, model.dtype) for v in (x0, y0, q, phi)])
     basis, push = jax.linearize(lambda s: render_basis(model, s[0], s[1], s[2], s[3]), structural)
     tangents = jax.vmap(push)(jnp.eye(4, dtype=structural.dtype))  # (4, N, nx, ny)
-    return basis, jnp.einsum("k,skxy->sxy", flux, tangents)
+    return basis, weighted_sum(flux, jnp.moveaxis(tangents, 1, 0))
