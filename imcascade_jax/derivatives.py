@@ -9,13 +9,14 @@ derivatives have a closed form that shares every transcendental with the image i
 
 For a Gaussian of covariance ``C`` (``C'`` = ``C`` + pixel variance in hybrid mode), precision
 ``P = C'^-1``, offset ``d`` from the centre, ``w = P d``, ``Q = d.w`` and ``E = exp(-Q/2) /
-(2 pi sqrt(det C'))``, the hybrid value is ``V = E (1 - k D4)`` with ``D4 = wx^4 - 6 pxx wx^2 +
-3 pxx^2 + (same in y)`` and ``k = 1/2880``. Then, with ``F = 4 w (w^2 - 3 p)`` per axis,
+(2 pi sqrt(det C'))``, the hybrid value is ``V = E c(w, P)`` with ``c`` the polynomial pixel correction of
+:func:`~imcascade_jax.render.box_correction`. Then, with ``c``'s partials ``c_wx, c_wy, c_pxx,
+c_pyy``,
 
-- ``dV/dx0 = E [wx (1 - k D4) + k (pxx Fx + pxy Fy)]`` (and symmetrically for y0);
+- ``dV/dx0 = E [wx c - (pxx c_wx + pxy c_wy)]`` (and symmetrically for y0);
 - for a change ``dC`` of the covariance, ``u = dC w``, ``dw = -P u``, ``dP = -P dC P``:
-  ``dE = E (w.u - tr(P dC)) / 2``, ``dD4 = Fx dwx + Fy dwy + 6 (pxx - wx^2) dpxx +
-  6 (pyy - wy^2) dpyy`` and ``dV = dE (1 - k D4) - k E dD4``;
+  ``dE = E (w.u - tr(P dC)) / 2``, ``dc = c_wx dwx + c_wy dwy + c_pxx dpxx + c_pyy dpyy`` and
+  ``dV = dE c + E dc``;
 - ``dC/dq`` and ``dC/dphi`` are per-component constants of the galaxy's rotated covariance.
 
 ``tests/test_derivatives.py`` checks these against ``jax.jacfwd`` of the renderer.
@@ -28,12 +29,12 @@ import jax.numpy as jnp
 
 from imcascade_jax.model import Model
 from imcascade_jax.render import (
-    _BOX_K4,
     _CUTOFF_Q,
     _PIXEL_VAR,
     _needs_exact,
     _offsets,
     _psf_weighted,
+    box_correction,
     covariances,
     render_basis,
     weighted_sum,
@@ -61,7 +62,6 @@ def _galaxy_cov_derivatives(model: Model, q, phi):
 def _values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
     """Values and their derivatives wrt (x0, y0, q, phi): five (C, nx, ny) arrays."""
     pix = _PIXEL_VAR if hybrid else 0.0
-    k = _BOX_K4 if hybrid else 0.0
     cxx, cxy, cyy = (c[:, None, None] for c in cov)
     cxx, cyy = cxx + pix, cyy + pix
     det = cxx * cyy - cxy * cxy
@@ -73,14 +73,16 @@ def _values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
     e = jnp.exp(-0.5 * quad) / (2.0 * jnp.pi * jnp.sqrt(det))
     if hybrid:
         e = jnp.where(quad > _CUTOFF_Q, 0.0, e)
-    wx2, wy2 = wx * wx, wy * wy
-    d4 = wx2 * (wx2 - 6.0 * pxx) + 3.0 * pxx * pxx + wy2 * (wy2 - 6.0 * pyy) + 3.0 * pyy * pyy
-    corr = 1.0 - k * d4
-    fx = 4.0 * wx * (wx2 - 3.0 * pxx)
-    fy = 4.0 * wy * (wy2 - 3.0 * pyy)
-    value = e * corr
-    d_x0 = e * (wx * corr + k * (pxx * fx + pxy * fy))
-    d_y0 = e * (wy * corr + k * (pxy * fx + pyy * fy))
+        corr, c_wx, c_wy, c_pxx, c_pyy = box_correction(wx, wy, pxx, pyy, partials=True)
+    else:
+        corr = c_wx = c_wy = c_pxx = c_pyy = None
+    value = e * corr if hybrid else e
+    # d/dx0 moves the offsets by -1: dw = -P[:, 0], dE = E wx.
+    if hybrid:
+        d_x0 = e * (wx * corr - (pxx * c_wx + pxy * c_wy))
+        d_y0 = e * (wy * corr - (pxy * c_wx + pyy * c_wy))
+    else:
+        d_x0, d_y0 = e * wx, e * wy
 
     def along(dc):
         dxx, dxy, dyy = (t[:, None, None] for t in dc)
@@ -94,8 +96,8 @@ def _values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
         dwy = -(pxy * ux + pyy * uy)
         dpxx = -(pxx * pxx * dxx + 2.0 * pxx * pxy * dxy + pxy * pxy * dyy)
         dpyy = -(pxy * pxy * dxx + 2.0 * pxy * pyy * dxy + pyy * pyy * dyy)
-        dd4 = fx * dwx + fy * dwy + 6.0 * (pxx - wx2) * dpxx + 6.0 * (pyy - wy2) * dpyy
-        return de * corr - k * e * dd4
+        d_corr = c_wx * dwx + c_wy * dwy + c_pxx * dpxx + c_pyy * dpyy
+        return de * corr + e * d_corr
 
     return value, d_x0, d_y0, along(dcov_q), along(dcov_phi)
 

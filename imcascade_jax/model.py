@@ -33,7 +33,7 @@ SKY_NDOF = {None: 0, "flat": 1, "tilted-plane": 3}
 HYBRID_NSIGMA = 5.0
 #: In hybrid mode, components whose minor-axis width can fall below this (in pixels) are
 #: integrated exactly over the pixel; wider ones use the moment-corrected pixel-centre Gaussian.
-HYBRID_EXACT_BELOW = 1.0
+HYBRID_EXACT_BELOW = 0.7
 
 
 def _as_1d_float(name: str, value: Any, allow_none: bool = False) -> np.ndarray | None:
