@@ -42,10 +42,10 @@ import numpy as np
 
 from imcascade_jax import analysis as _an
 from imcascade_jax import fit as _fit
-from imcascade_jax.model import HYBRID_EXACT_BELOW, HYBRID_NSIGMA, SKY_NDOF, Model, _two_groups, make_model
+from imcascade_jax.model import HYBRID_EXACT_BELOW, SKY_NDOF, Model, make_model
 
 __all__ = ["fit_catalog", "CATALOG_STATUS", "STATUS_BAD_INPUT", "STATUS_NO_SOURCE",
-           "STATUS_SETUP_FAILED", "common_plan", "choose_batch_size"]
+           "STATUS_SETUP_FAILED", "common_plan", "choose_batch_size", "default_strategy", "STRATEGIES"]
 
 logger = logging.getLogger("imcascade_jax")
 
@@ -236,9 +236,11 @@ def common_plan(sig: np.ndarray, psf_sig: np.ndarray, psf_q: float, shape: Seque
                 has_psf: bool) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """One hybrid-render plan (windows, exact flags) valid for every galaxy of a batch.
 
-    The batched twin of :func:`imcascade_jax.model._hybrid_plan`: component ``k``'s window is
-    the largest any galaxy needs for its ``k``-th component (5 sigma of its widest convolved
-    Gaussian), and a component is integrated exactly if it is for any galaxy.
+    The batched twin of :func:`imcascade_jax.model._hybrid_plan` (``windowed=False``, as
+    ``make_model`` and the ``Fitter``): every component is rendered on the full frame, which keeps
+    the closed-form Jacobian of :mod:`imcascade_jax.derivatives` (windows would need autodiff,
+    several times slower per step on cutouts), and a component is integrated exactly if it is
+    for any galaxy.
 
     Parameters
     ----------
@@ -259,12 +261,18 @@ def common_plan(sig: np.ndarray, psf_sig: np.ndarray, psf_q: float, shape: Seque
     """
     sig = np.atleast_2d(np.asarray(sig, float))
     psf_sig = np.atleast_2d(np.asarray(psf_sig, float))
-    major = np.sqrt(sig[:, :, None] ** 2 + psf_sig[:, None, :] ** 2).max(axis=2)  # (B, N)
-    half = (np.ceil(HYBRID_NSIGMA * major).astype(int) + 1).max(axis=0)
-    windows = _two_groups(half, shape)
+    windows = (-1,) * sig.shape[1]
     min_minor = float(np.min(psf_sig) * psf_q) if has_psf else 0.0
     exact = tuple(bool(min_minor < HYBRID_EXACT_BELOW) for _ in range(sig.shape[1]))
     return windows, exact
+
+
+def _cpu_count() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _memory_budget(device: Any) -> int:
@@ -340,11 +348,36 @@ def _fit_one(model: Model, data, weight, x0, lb, ub, options, periodic):
     return out
 
 
+#: How a batch's galaxies are fitted inside one compiled call.
+STRATEGIES = ("vmap", "map")
+
+
+def default_strategy(device: Any = None) -> str:
+    """``'map'`` on CPUs, ``'vmap'`` on accelerators.
+
+    A vmapped solver steps every galaxy of a batch until the slowest has converged; on an
+    accelerator the extra steps are free (the batch fills the device), on a CPU they cost as much
+    as the useful ones (measured on 47 catalog galaxies: 16-galaxy vmapped batches 2.7x slower
+    than ``lax.map``, which fits the galaxies one after the other, each with its own number of
+    steps).
+    """
+    device = jax.devices()[0] if device is None else device
+    return "map" if device.platform == "cpu" else "vmap"
+
+
 @functools.cache
-def _batch_function(options: _fit.SolverOptions, periodic: bool) -> Callable:
-    """The compiled batch fit (cached per process, so Dask workers compile once per shape)."""
+def _batch_function(options: _fit.SolverOptions, periodic: bool, strategy: str = "vmap") -> Callable:
+    """The compiled batch fit (cached per process, so Dask workers compile once per shape).
+
+    ``strategy``: ``'vmap'`` (all galaxies step together) or ``'map'`` (``lax.map``: one after
+    the other inside the compiled call).
+    """
     fn = functools.partial(_fit_one, options=options, periodic=periodic)
-    return jax.jit(jax.vmap(fn))
+    if strategy == "vmap":
+        return jax.jit(jax.vmap(fn))
+    if strategy == "map":
+        return jax.jit(lambda *args: jax.lax.map(lambda a: fn(*a), args))
+    raise ValueError(f"'strategy' must be one of {STRATEGIES}, got {strategy!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,15 +423,18 @@ def _model_from_payload(static: _Static, p: dict[str, Any]) -> Model:
 
 def _run_batch(static: _Static, payload: dict[str, np.ndarray], options: _fit.SolverOptions,
                periodic: bool = True, devices: Sequence[Any] | None = None,
-               block: bool = True) -> dict[str, Any]:
+               block: bool = True, strategy: str | None = None) -> dict[str, Any]:
     """Fit one padded batch; returns NumPy arrays (``block``) or un-synchronised JAX arrays.
 
-    With several ``devices`` the batch axis is sharded across them.
+    With several ``devices`` the batch axis is sharded across them. ``strategy``: see
+    :func:`default_strategy` (None: that default for the first device).
     """
     arrays = {k: jnp.asarray(v) for k, v in payload.items()} if not devices or len(devices) < 2 \
         else _shard(payload, devices)
     model = _model_from_payload(static, arrays)
-    fn = _batch_function(options, periodic)
+    if strategy is None:
+        strategy = default_strategy(devices[0] if devices else None)
+    fn = _batch_function(options, periodic, strategy)
     out = fn(model, arrays["data"], arrays["weight"], arrays["x0"], arrays["lb"], arrays["ub"])
     if block:
         return jax.device_get(out)
@@ -414,9 +450,10 @@ def _shard(payload: dict[str, np.ndarray], devices: Sequence[Any]) -> dict[str, 
 
 
 def _remote_batch(static: _Static, payload: dict[str, np.ndarray], options: _fit.SolverOptions,
-                  periodic: bool) -> dict[str, np.ndarray]:
+                  periodic: bool, strategy: str | None = None) -> dict[str, np.ndarray]:
     """What a Dask worker runs: one batch on the worker's default device(s)."""
-    return {k: np.asarray(v) for k, v in _run_batch(static, payload, options, periodic).items()}
+    out = _run_batch(static, payload, options, periodic, strategy=strategy)
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 # ------------------------------------------------------------------------------------------
@@ -507,6 +544,7 @@ def fit_catalog(
     batch_size: int | None = None,
     devices: Sequence[Any] | None = None,
     client: Any = None,
+    strategy: str | None = None,
     progress: bool = True,
 ):
     """Least-squares fits of many cutouts, in compiled, vmapped batches.
@@ -559,6 +597,11 @@ def fit_catalog(
     client : dask.distributed.Client, optional
         Run the batches on a Dask cluster: the setup runs here, each batch is sent to a worker
         (which compiles once per bucket shape and keeps it), and the results are gathered.
+    strategy : {'map', 'vmap'}, optional
+        How a batch is fitted inside its compiled call: ``'vmap'`` steps all its galaxies
+        together (best on accelerators), ``'map'`` fits them one after the other so each stops
+        when it converges (best on CPUs; batches then run concurrently, one per CPU core).
+        Default: :func:`default_strategy` of the first device (of each worker with ``client``).
     progress : bool
         Show progress bars (tqdm) for the setup and the batches.
 
@@ -647,12 +690,20 @@ def fit_catalog(
 
     devices = list(jax.devices()) if devices is None else list(devices)
     n_dev = 1 if client is not None else len(devices)
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ValueError(f"'strategy' must be one of {STRATEGIES}, got {strategy!r}")
+    local_strategy = strategy or default_strategy(devices[0])
+    # lax.map batches on a CPU run concurrently, one per core (the compiled call releases the GIL).
+    n_threads = _cpu_count() if client is None and local_strategy == "map" \
+        and devices[0].platform == "cpu" else 1
     jobs = []  # (static, galaxies, size)
     sizes = {}
     for (shape, n_g, n_p), members in buckets.items():
         n_params = 4 + n_g + SKY_NDOF[sky_type]
         size = batch_size or choose_batch_size(shape, n_g, max(n_p, 1), n_params, dt.itemsize,
                                                n_galaxies=len(members), device=devices[0])
+        if batch_size is None and n_threads > 1:
+            size = min(size, int(math.ceil(len(members) / n_threads)))
         size = int(math.ceil(size / n_dev) * n_dev)
         sizes[shape] = size
         if render_mode == "hybrid":
@@ -671,7 +722,7 @@ def fit_catalog(
         futures = {}
         for j, (static, members, size) in enumerate(jobs):
             payload = _batch_payload(static, members, size)
-            fut = client.submit(_remote_batch, static, payload, opts, True, pure=False)
+            fut = client.submit(_remote_batch, static, payload, opts, True, strategy, pure=False)
             futures[fut] = j
         from dask.distributed import as_completed
 
@@ -679,11 +730,25 @@ def fit_catalog(
             j = futures[fut]
             _collect(results, jobs[j][1], fut.result())
             bar.update(1)
+    elif n_threads > 1:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        def work(job):
+            static, members, size = job
+            return members, _run_batch(static, _batch_payload(static, members, size), opts, True,
+                                       devices, block=True, strategy=local_strategy)
+
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            for fut in as_completed([pool.submit(work, job) for job in jobs]):
+                members, out = fut.result()
+                _collect(results, members, out)
+                bar.update(1)
     else:
         pending = None
         for static, members, size in jobs:
             payload = _batch_payload(static, members, size)
-            out = _run_batch(static, payload, opts, True, devices, block=False)
+            out = _run_batch(static, payload, opts, True, devices, block=False,
+                             strategy=local_strategy)
             if pending is not None:  # overlap host work with the device's
                 _collect(results, pending[0], jax.device_get(pending[1]))
                 bar.update(1)

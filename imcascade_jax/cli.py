@@ -313,7 +313,7 @@ def _cmd_fit_catalog(args: argparse.Namespace) -> int:
                             num_components=args.num_components, psf_components=args.psf_components,
                             options=options, dtype="float32" if args.float32 else "float64",
                             batch_size=args.batch_size, client=client,
-                            progress=not args.no_progress)
+                            strategy=args.strategy, progress=not args.no_progress)
     finally:
         if client is not None:
             client.close()
@@ -404,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "first PSF)")
     cat.add_argument("--max-steps", type=int, default=None, help="iteration limit (default 100)")
     cat.add_argument("--float32", action="store_true", help="fit in float32 (default float64)")
+    cat.add_argument("--strategy", choices=("map", "vmap"), default=None,
+                     help="fit a batch's galaxies one after the other ('map', the default on CPUs: "
+                     "each stops when converged, batches run one per core) or together ('vmap', "
+                     "the default on GPUs)")
     cat.add_argument("--scheduler", metavar="ADDRESS",
                      help="Dask scheduler address (e.g. tcp://host:8786): run the batches there")
     cat.add_argument("--no-progress", action="store_true", help="no progress bars")
