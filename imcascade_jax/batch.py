@@ -703,7 +703,8 @@ def fit_catalog(
         size = batch_size or choose_batch_size(shape, n_g, max(n_p, 1), n_params, dt.itemsize,
                                                n_galaxies=len(members), device=devices[0])
         if batch_size is None and n_threads > 1:
-            size = min(size, int(math.ceil(len(members) / n_threads)))
+            # Two batches per core, so a core that drew fast galaxies takes another.
+            size = min(size, int(math.ceil(len(members) / (2 * n_threads))))
         size = int(math.ceil(size / n_dev) * n_dev)
         sizes[shape] = size
         if render_mode == "hybrid":
