@@ -239,9 +239,15 @@ class PosteriorMethods:
             if prior == "cauchy":
                 raise ValueError("prior='cauchy' is only available with method='express'")
             pri = self._full_prior(prior)
-            ld = _sample.full_log_density(self.model, self.img, self.weight, pri, self.likelihood)
             x0 = np.asarray(self.min_res.x if has_ls else self.param_init, float)
-            return ld, x0, (lambda x: x)
+            scale = None
+            if has_ls and self.log_weight_scale and prior == "min_results":
+                jtj = self.min_res.jtj if self.min_res.jtj is not None else \
+                    self.min_res.jac.T @ self.min_res.jac
+                scale = _sample.flux_scales_from_information(jtj, x0, self.Ndof_gauss)
+            ld = _sample.full_log_density(self.model, self.img, self.weight, pri, self.likelihood,
+                                          flux_scale=scale)
+            return ld, x0, _sample._Identity()
         self._require_express()
         pri = self._express_prior(prior)
         linear = prior == "cauchy" and self.log_weight_scale
@@ -252,7 +258,7 @@ class PosteriorMethods:
         if linear:
             x0 = np.asarray(_sample.express_coefficients(self._express, x0))
             return ld, x0, _sample._linear_to_log(self.Ndof_gauss)
-        return ld, x0, (lambda x: x)
+        return ld, x0, _sample._Identity()
 
     def _store_posterior(self, samples: np.ndarray, method: str) -> np.ndarray:
         samples = np.asarray(samples, float)
@@ -311,16 +317,22 @@ class PosteriorMethods:
 
     def run_nuts(self, method: str = "express", num_samples: int = 2000, num_warmup: int = 1000,
                  num_chains: int = 1, prior: str = "min_results", seed: int = 0,
-                 backend: str = "blackjax", progress_bar: bool = True,
+                 backend: str = "native", progress_bar: bool = True,
                  target_accept: float = 0.9, max_tree_depth: int = 10) -> np.ndarray:
         """Sample the posterior with NUTS (the No-U-Turn Sampler), warm-started at the
         least-squares optimum.
 
-        The parameters are sampled in unconstrained coordinates (bounded priors mapped by
-        logistic / log transforms), with the same priors as :meth:`run_dynesty`, so the two
-        posteriors are comparable. With blackjax the whole run (a three-stage warmup of step
-        size and dense mass matrix, starting from the Laplace approximation, then sampling) is
-        one compiled ``lax.scan``; chains are ``vmap``-ed.
+        The posterior is the same as :meth:`run_dynesty`'s (same priors), sampled in
+        unconstrained coordinates: bounded parameters through logistic / log maps, log10
+        fluxes through ``flux = s softplus(v)`` (log-like below the flux's likelihood width
+        ``s``, linear above it), and in full mode ``(q, phi)`` through coordinates that are
+        smooth through round (:func:`imcascade_jax.sample.shape_from_unconstrained`); every
+        map's log-Jacobian is included. The start is the least-squares optimum, whitened with
+        the Gauss-Newton (Laplace) covariance there. With the 'native' and 'blackjax' backends
+        the whole run (start, Stan's warmup windows of step size and dense mass matrix,
+        sampling, the map back to the parameters) is one compiled program that takes the data
+        as arguments: it is cached, so another galaxy of the same shapes does not compile
+        again (``nuts_diagnostics['compile_s']`` is then 0).
 
         Parameters
         ----------
@@ -328,14 +340,13 @@ class PosteriorMethods:
         num_samples, num_warmup, num_chains : int
         prior : {'min_results', 'uniform', 'cauchy'}
         seed : int
-        backend : {'blackjax', 'numpyro'}
+        backend : {'native', 'blackjax', 'numpyro'}
+            NUTS kernel: this package's ('native', fastest to compile), blackjax's, or
+            numpyro's (with numpyro's own warmup; compiled on every call).
         progress_bar : bool
-            numpyro's progress bar (the blackjax run is a single compiled call).
+            numpyro's progress bar (the other backends run in one compiled call).
         target_accept : float
-            Target acceptance of the step-size adaptation. 0.9 (not 0.8) because the faint
-            components' log10 fluxes meet an exponential wall where their flux becomes
-            detectable; a smaller step there avoids divergences at a cost of more (cheap, in
-            express mode) steps.
+            Target acceptance statistic of the step-size adaptation.
         max_tree_depth : int
 
         Returns
@@ -351,15 +362,17 @@ class PosteriorMethods:
         if getattr(self, "min_res", None) is None:
             self.run_ls_min()
         ld, x0, to_params = self._posterior(method, prior)
-        z0 = ld.unconstrain(jnp.asarray(x0))
         logger.info("Running NUTS (%s, %s) using the %s method", backend, prior, method)
-        res = _sample.run_nuts(ld.logdensity, z0, seed=seed, num_warmup=num_warmup,
+        # One compiled program (cached: a second fit of the same shapes reuses it) maps the
+        # start into the sampler's coordinates, runs warmup and sampling, and maps the samples
+        # back to the fitter's parameters.
+        res = _sample.run_nuts(ld, x0, seed=seed, num_warmup=num_warmup,
                                num_samples=num_samples, num_chains=num_chains, backend=backend,
                                target_accept=target_accept, max_tree_depth=max_tree_depth,
-                               progress_bar=progress_bar)
-        constrain = jax.jit(jax.vmap(lambda z: to_params(ld.constrain(z))))
-        flat = np.asarray(constrain(jnp.asarray(res.positions.reshape(-1, ld.ndim))))
-        by_chain = flat.reshape(num_chains, num_samples, -1)
+                               progress_bar=progress_bar, init_transform=ld.unconstrain,
+                               transform=_sample._Compose(to_params, ld.constrain))
+        by_chain = np.asarray(res.samples, float)
+        flat = by_chain.reshape(num_chains * num_samples, -1)
         diag = _sample.nuts_diagnostics(res, by_chain)
         diag["backend"] = backend
         self.nuts_diagnostics = diag
