@@ -20,7 +20,9 @@ from imcascade_jax.synthetic import make_galaxy, moffat_psf
 
 SIG = np.array([0.7, 1.4, 2.8, 5.6, 11.0])
 PSF_SIG, PSF_A = np.array([1.0, 2.5]), np.array([0.7, 0.3])
-DYNESTY_FAST = {"sampler_kwargs": {"nlive": 60},
+# Random walks: dynesty's default uniform sampling in bootstrapped ellipsoids took minutes
+# (millions of calls) on these narrow posteriors.
+DYNESTY_FAST = {"sampler_kwargs": {"nlive": 100, "sample": "rwalk"},
                 "run_nested_kwargs": {"dlogz_init": 1.0, "maxbatch": 0, "print_progress": False}}
 
 
@@ -221,7 +223,12 @@ def test_log_like_exp_override_is_honoured_by_dynesty(fitted):
     scale = np.r_[0.01 * np.ones(5), 1e-5 * np.ones(3)]
     f.log_like_exp = lambda p: -0.5 * jnp.sum(((p - target) / scale) ** 2)
     post = f.run_dynesty(method="express", prior="min_results", seed=0, **DYNESTY_FAST)
-    np.testing.assert_allclose(np.median(post[:, 4:9], axis=0), target[:5], atol=0.03)
+    # Posterior: the Gaussian override times the least-squares Gaussian prior.
+    loc, sd = f._exp_pri_locs[:5], f._exp_pri_scales[:5]
+    expect = (loc / sd**2 + target[:5] / scale[:5] ** 2) / (1 / sd**2 + 1 / scale[:5] ** 2)
+    width = 1 / np.sqrt(1 / sd**2 + 1 / scale[:5] ** 2)
+    np.testing.assert_allclose(np.median(post[:, 4:9], axis=0), expect, atol=0.8 * width.min())
+    np.testing.assert_allclose(np.std(post[:, 4:9], axis=0), width, rtol=0.2)
 
 
 def test_poisson_likelihood_gives_unbiased_flux():
@@ -259,21 +266,29 @@ def test_nuts_warns_on_poor_diagnostics(fitted, caplog):
 
 
 @pytest.mark.slow
-def test_run_nuts_numpyro_matches_blackjax(fitted, nuts_express):
+@pytest.mark.parametrize("backend", ["numpyro", "blackjax"])
+def test_run_nuts_backends_agree(fitted, nuts_express, backend):
+    # nuts_express uses the default ('native') kernel.
     post = fitted.run_nuts(method="express", num_samples=400, num_warmup=300,
-                           backend="numpyro", progress_bar=False)
+                           backend=backend, progress_bar=False)
     assert fitted.post_method == "nuts-express"
-    s_np, s_bj = _stats(fitted, post), _stats(fitted, nuts_express[0])
+    assert fitted.nuts_diagnostics["backend"] == backend
+    s_other, s_native = _stats(fitted, post), _stats(fitted, nuts_express[0])
     for key in ("flux", "r50"):
-        width = (s_bj[key][2] - s_bj[key][0]) / 2
-        assert abs(s_np[key][1] - s_bj[key][1]) < width
+        width = (s_native[key][2] - s_native[key][0]) / 2
+        assert abs(s_other[key][1] - s_native[key][1]) < 0.5 * width
+        other_width = (s_other[key][2] - s_other[key][0]) / 2
+        assert 0.7 < other_width / width < 1.4
 
 
 @pytest.mark.slow
 def test_run_nuts_full_agrees_with_express(fitted, nuts_express):
     post = fitted.run_nuts(method="full", num_samples=300, num_warmup=200, progress_bar=False)
     assert fitted.post_method == "nuts-full"
-    assert np.ptp(post[:, 0]) > 0  # structural parameters free
+    assert np.all(np.ptp(post[:, :4], axis=0) > 0)  # structural parameters free
+    assert np.all((post[:, 2] > 0) & (post[:, 2] <= 1))  # q in 1.1's range
+    assert np.all((post[:, 3] >= 0) & (post[:, 3] < np.pi))  # phi in 1.1's range
+    assert fitted.nuts_diagnostics["num_divergent"] == 0
     s_full, s_exp = _stats(fitted, post), _stats(fitted, nuts_express[0])
     for key in ("flux", "r50"):
         width = max(s_full[key][2] - s_full[key][0], s_exp[key][2] - s_exp[key][0]) / 2
