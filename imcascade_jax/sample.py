@@ -256,7 +256,7 @@ def _full_log_like_fwd(likelihood, model, img, weight, param):
     # The gradient from the image's Jacobian (closed-form structural columns): several times
     # cheaper than reverse-mode differentiation of the renderer.
     g = jnp.tensordot(jac, _image_log_like_grad(likelihood, image, img, weight), axes=2)
-    g = jnp.where(jnp.isfinite(value) & jnp.isfinite(g), g, 0.0)
+    g = jnp.where(jnp.isfinite(value) & jnp.isfinite(g), g, 0.0).astype(param.dtype)
     return value, (g, model, img, weight)
 
 

@@ -328,3 +328,16 @@ def test_gauss_newton_start_of_a_linear_gaussian_problem(problem_data):
     z0 = ld.unconstrain(jnp.asarray(p[4:]))
     np.testing.assert_allclose(ld.inverse_mass(z0), S.laplace_inverse_mass(ld.logdensity, z0),
                                rtol=1e-8)
+
+
+def test_full_log_like_gradient_of_a_float32_model(problem_data):
+    # The gradient has the parameters' dtype whatever the model renders in.
+    model, param, img, weight = problem_data
+    m32 = model.replace(sig=model.sig.astype(jnp.float32), psf_sig=model.psf_sig.astype(jnp.float32),
+                        psf_a=model.psf_a.astype(jnp.float32), psf_q=model.psf_q.astype(jnp.float32),
+                        psf_phi=model.psf_phi.astype(jnp.float32))
+    p = jnp.asarray(param + 0.01)
+    g = jax.grad(lambda q: S.full_log_like(m32, img, weight, q))(p)
+    g64 = jax.grad(lambda q: S.full_log_like(model, img, weight, q))(p)
+    assert g.dtype == p.dtype
+    np.testing.assert_allclose(g, g64, rtol=2e-3, atol=2e-3 * float(jnp.max(jnp.abs(g64))))
