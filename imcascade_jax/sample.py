@@ -24,7 +24,16 @@ Priors
 optionally truncated to ``[lo, hi]``): the prior transform for nested sampling is its inverse
 CDF, and for NUTS the same density is sampled in unconstrained coordinates (identity for
 unbounded coordinates, ``lo + exp(z)`` / ``hi - exp(z)`` for one-sided, a logistic map for
-two-sided), so both samplers target the same posterior.
+two-sided), so both samplers target the same posterior. A :class:`Posterior` can also sample
+log10 fluxes through :func:`flux_from_unconstrained` and ``(q, phi)`` through
+:func:`shape_from_unconstrained` (log-Jacobians included: the posterior does not change, its
+geometry does).
+
+NUTS
+----
+:func:`run_nuts` compiles start, warmup, sampling and the map back into one program that takes
+the problem's data as arguments (the log densities here are pytrees) and caches it by shapes
+and static settings.
 """
 
 from __future__ import annotations
