@@ -1085,12 +1085,7 @@ def _blackjax_chain(logdensity: Callable, num_warmup: int, num_samples: int,
     kernel = nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(target_accept)
     total = num_warmup + num_samples
-    _, windows = warmup_schedule(num_warmup)
-    collect = np.zeros(total, bool)
-    window_end = np.zeros(total, bool)
-    for a, b in windows:
-        collect[a:b + 1] = True
-        window_end[b] = True
+    collect, window_end = _window_masks(num_warmup, total)
 
     def chain(key, z0, step0):
         ndim = z0.shape[0]
@@ -1106,7 +1101,7 @@ def _blackjax_chain(logdensity: Callable, num_warmup: int, num_samples: int,
             acc = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0)
             da_new = da_update(da, acc)
             da = jax.tree_util.tree_map(lambda a, b: jnp.where(warm, a, b), da_new, da)
-            if windows:
+            if collect.any():  # some adaptation window
                 # Welford accumulation of the covariance in the current window.
                 count_n = count + take
                 delta = state.position - mean
@@ -1318,16 +1313,22 @@ def _da_update(da: _DualAveraging, accept, target, gamma=0.05, t0=10.0,
                           da.mu, t)
 
 
-def _native_chain(logdensity: Callable, num_warmup: int, num_samples: int,
-                  target_accept: float, max_tree_depth: int):
-    """As :func:`_blackjax_chain`, with this module's NUTS kernel and dual averaging."""
-    total = num_warmup + num_samples
+def _window_masks(num_warmup: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-iteration flags: inside a mass-matrix adaptation window, and at a window's end."""
     _, windows = warmup_schedule(num_warmup)
     collect = np.zeros(total, bool)
     window_end = np.zeros(total, bool)
     for a, b in windows:
         collect[a:b + 1] = True
         window_end[b] = True
+    return collect, window_end
+
+
+def _native_chain(logdensity: Callable, num_warmup: int, num_samples: int,
+                  target_accept: float, max_tree_depth: int):
+    """As :func:`_blackjax_chain`, with this module's NUTS kernel and dual averaging."""
+    total = num_warmup + num_samples
+    collect, window_end = _window_masks(num_warmup, total)
     value_and_grad = jax.value_and_grad(logdensity)
 
     def chain(key, z0, step0):
@@ -1345,7 +1346,7 @@ def _native_chain(logdensity: Callable, num_warmup: int, num_samples: int,
             acc = jnp.where(jnp.isfinite(acc), acc, 0.0)
             da_new = _da_update(da, acc, target_accept)
             da = jax.tree_util.tree_map(lambda a, b: jnp.where(warm, a, b), da_new, da)
-            if windows:
+            if collect.any():  # some adaptation window
                 count_n = count + take
                 delta = z - mean
                 mean_n = jnp.where(take, mean + delta / jnp.maximum(count_n, 1), mean)
