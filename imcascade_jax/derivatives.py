@@ -71,18 +71,15 @@ def _values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
     wy = pxy * x + pyy * y
     quad = wx * x + wy * y
     e = jnp.exp(-0.5 * quad) / (2.0 * jnp.pi * jnp.sqrt(det))
+    # d/dx0 moves the offsets by -1: dw = -P[:, 0], dE = E wx.
     if hybrid:
         e = jnp.where(quad > _CUTOFF_Q, 0.0, e)
         corr, c_wx, c_wy, c_pxx, c_pyy = box_correction(wx, wy, pxx, pyy, partials=True)
-    else:
-        corr = c_wx = c_wy = c_pxx = c_pyy = None
-    value = e * corr if hybrid else e
-    # d/dx0 moves the offsets by -1: dw = -P[:, 0], dE = E wx.
-    if hybrid:
+        value = e * corr
         d_x0 = e * (wx * corr - (pxx * c_wx + pxy * c_wy))
         d_y0 = e * (wy * corr - (pxy * c_wx + pyy * c_wy))
     else:
-        d_x0, d_y0 = e * wx, e * wy
+        value, d_x0, d_y0 = e, e * wx, e * wy
 
     def along(dc):
         dxx, dxy, dyy = (t[:, None, None] for t in dc)
