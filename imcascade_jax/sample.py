@@ -1651,15 +1651,26 @@ def effective_sample_size(samples: Any) -> np.ndarray:
 
 
 def split_rhat(samples: Any) -> np.ndarray:
-    """Potential scale reduction of each column of ``(chains, draws, ndim)`` (needs >= 2
-    chains; constant columns get ``nan``)."""
-    from blackjax.diagnostics import potential_scale_reduction as psr
+    """Split potential scale reduction (R-hat) of each column of ``(chains, draws, ndim)``.
 
+    Each chain is cut in halves, and the between- and within-half variances are compared
+    (Gelman et al., *Bayesian Data Analysis*, 3rd ed., section 11.4). NumPy, like
+    :func:`effective_sample_size`: no sampler library needed. Needs >= 2 chains and 4 draws;
+    otherwise, and for constant columns, ``nan``.
+    """
     arr = np.asarray(samples, float)
     out = np.full(arr.shape[-1], np.nan)
-    varying = np.ptp(arr.reshape(-1, arr.shape[-1]), axis=0) > 0
-    if arr.shape[0] >= 2 and varying.any():
-        out[varying] = np.asarray(jax.jit(psr)(jnp.asarray(arr[..., varying])))
+    chains, draws = arr.shape[:2]
+    half = draws // 2
+    if chains < 2 or half < 2:
+        return out
+    # Drop the middle draw of an odd-length chain so both halves have the same length.
+    halves = np.concatenate([arr[:, :half], arr[:, draws - half:]], axis=0)
+    within = np.mean(np.var(halves, axis=1, ddof=1), axis=0)
+    between = half * np.var(np.mean(halves, axis=1), axis=0, ddof=1)
+    varying = within > 0
+    var_plus = (half - 1.0) / half * within + between / half
+    out[varying] = np.sqrt(var_plus[varying] / within[varying])
     return out
 
 

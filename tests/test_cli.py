@@ -149,7 +149,7 @@ def test_posterior_not_available_is_one_line(capsys, files, monkeypatch):
     assert "nuts" in err
 
 
-@pytest.mark.slow
+# README command 1 runs the demo: CI exercises it.
 def test_demo(capsys, tmp_path):
     png = tmp_path / "demo.png"
     assert cli.main(["demo", "--plot", str(png)]) == 0

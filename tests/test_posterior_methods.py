@@ -265,8 +265,8 @@ def test_nuts_warns_on_poor_diagnostics(fitted, caplog):
     assert f.nuts_diagnostics["rhat"] is None
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["numpyro", "blackjax"])
+# numpyro compiles on every call (~15 s): slow. blackjax shares the native program's structure.
+@pytest.mark.parametrize("backend", [pytest.param("numpyro", marks=pytest.mark.slow), "blackjax"])
 def test_run_nuts_backends_agree(fitted, nuts_express, backend):
     # nuts_express uses the default ('native') kernel.
     post = fitted.run_nuts(method="express", num_samples=400, num_warmup=300,
@@ -281,7 +281,6 @@ def test_run_nuts_backends_agree(fitted, nuts_express, backend):
         assert 0.7 < other_width / width < 1.4
 
 
-@pytest.mark.slow
 def test_run_nuts_full_agrees_with_express(fitted, nuts_express):
     post = fitted.run_nuts(method="full", num_samples=300, num_warmup=200, progress_bar=False)
     assert fitted.post_method == "nuts-full"

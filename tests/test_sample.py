@@ -192,6 +192,26 @@ def test_effective_sample_size_of_independent_draws():
     assert abs(S.split_rhat(draws)[0] - 1) < 0.01
 
 
+def test_ess_and_split_rhat_match_numpyro():
+    # numpyro's diagnostics are an independent implementation of the same estimators.
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=(4, 501, 3))
+    draws = np.empty_like(noise)
+    draws[:, 0] = noise[:, 0]
+    for t in range(1, draws.shape[1]):  # AR(1) chains: autocorrelated, as MCMC draws are
+        draws[:, t] = 0.8 * draws[:, t - 1] + noise[:, t]
+    draws[2, :, 1] += 4.0  # one chain off: R-hat well above 1 for that column
+    draws[:, 250:, 2] += 3.0  # drift within every chain: only the split R-hat sees it
+    np.testing.assert_allclose(S.split_rhat(draws), split_gelman_rubin(draws), rtol=1e-10)
+    np.testing.assert_allclose(S.effective_sample_size(draws[..., :1]),
+                               effective_sample_size(draws[..., :1]), rtol=1e-8)
+    rhat = S.split_rhat(draws)
+    assert rhat[0] < 1.02 and rhat[1] > 1.2 and rhat[2] > 1.1
+    assert np.isnan(S.split_rhat(draws[:1])).all()  # one chain: undefined
+
+
 def _quadratic(data, z):
     return -0.5 * jnp.sum(((z - data[0]) / data[1]) ** 2)
 
