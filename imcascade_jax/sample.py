@@ -1008,10 +1008,20 @@ class NutsResult(NamedTuple):
 #: same shapes does not compile again.
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
-#: XLA CPU options of the sampler programs. The NUTS program is many small operations on
-#: ``ndim``-vectors: XLA's newer fusion emitters made it compile ~2x slower, and run no faster,
-#: than the classic ones (measured on the seed quickstart, see docs/posteriors.md).
+#: XLA CPU options of sampler programs made of small operations only. The Gaussian express
+#: NUTS program is many small operations on ``ndim``-vectors: XLA's newer fusion emitters made
+#: it compile ~2x slower, and run no faster, than the classic ones (measured on the seed
+#: quickstart, see docs/posteriors.md). Programs that render images keep XLA's default
+#: emitters, which vectorise the renderer better: full-mode NUTS on the quickstart took
+#: 7.2 ms per gradient with the classic emitters, 5.1 ms with the default ones.
 _CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def _small_operations_only(logdensity: Any) -> bool:
+    """Whether a log density is the built-in Gaussian express one (a quadratic form in the
+    Gram matrix: no image-sized work), for which the classic emitters compile faster."""
+    return (isinstance(logdensity, Posterior) and isinstance(logdensity.log_like, ExpressLogLike)
+            and logdensity.log_like.likelihood == "gaussian")
 
 
 def _aval_key(leaf) -> tuple:
@@ -1019,18 +1029,20 @@ def _aval_key(leaf) -> tuple:
     return arr.shape, arr.dtype, bool(getattr(arr, "weak_type", False))
 
 
-def _compiled(fun: Callable, args: tuple, static: dict) -> tuple[Callable, float]:
+def _compiled(fun: Callable, args: tuple, static: dict,
+              classic_emitters: bool = True) -> tuple[Callable, float]:
     """``fun(*args, **static)`` compiled (cached): the executable and the compile time (0 when
-    reused)."""
+    reused). ``classic_emitters``: compile with :data:`_CPU_COMPILER_OPTIONS` on the CPU."""
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    key = (fun, treedef, tuple(_aval_key(leaf) for leaf in leaves), tuple(sorted(static.items())))
+    key = (fun, treedef, tuple(_aval_key(leaf) for leaf in leaves), tuple(sorted(static.items())),
+           classic_emitters)
     hit = _PROGRAMS.get(key)
     if hit is not None:
         _PROGRAMS.move_to_end(key)
         return hit, 0.0
     t0 = time.perf_counter()
     lowered = jax.jit(partial(fun, **static)).lower(*args)
-    options = _CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    options = _CPU_COMPILER_OPTIONS if classic_emitters and jax.default_backend() == "cpu" else None
     try:
         compiled = lowered.compile(options)
     except Exception:  # pragma: no cover - an XLA without the option
@@ -1556,7 +1568,8 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
         static = {"kernel": backend, "num_warmup": int(num_warmup), "num_samples": int(num_samples),
                   "num_chains": int(num_chains), "target_accept": float(target_accept),
                   "max_tree_depth": int(max_tree_depth)}
-        program, compile_s = _compiled(_scan_program, args, static)
+        program, compile_s = _compiled(_scan_program, args, static,
+                                       classic_emitters=_small_operations_only(fn))
         t0 = time.perf_counter()
         out = jax.block_until_ready(program(*args))
         run_s = time.perf_counter() - t0
@@ -1569,7 +1582,8 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
     from numpyro.infer import MCMC, NUTS
 
     args = (fn, inverse_mass_matrix, itr, x0, key, jitter)
-    start, c_start = _compiled(_start_program, args, {"num_chains": int(num_chains)})
+    start, c_start = _compiled(_start_program, args, {"num_chains": int(num_chains)},
+                               classic_emitters=_small_operations_only(fn))
     value, z0, chol, starts = start(*args)
     if not bool(jnp.isfinite(value)):
         raise _not_finite_error()

@@ -40,3 +40,27 @@ def test_exact_modes_fall_back_to_autodiff():
     assert not supports_closed_form(make_model((9, 9), SIG, [1.2], [1.0], render_mode="erf"))
     # no PSF: narrow components may need the exact pixel integral
     assert not supports_closed_form(make_model((9, 9), SIG, None, None))
+
+
+@pytest.mark.parametrize("log_weight_scale, sky_type, mode", [
+    (True, "tilted-plane", "hybrid"),  # closed-form structural columns
+    (False, "flat", "hybrid"),
+    (True, "tilted-plane", "erf"),  # autodiff structural columns
+])
+def test_model_and_jacobian_is_the_renderers_jacobian(log_weight_scale, sky_type, mode):
+    # The assembled Jacobian (structural, flux and sky columns) and image against jacfwd of
+    # the renderer: the solver and full-mode NUTS use nothing else.
+    from imcascade_jax.fit import model_and_jacobian
+    from imcascade_jax.render import render
+
+    model = make_model((23, 25), SIG, [1.2, 2.5], [0.7, 0.3], sky_type=sky_type,
+                       render_mode=mode, log_weight_scale=log_weight_scale)
+    flux = jnp.log10(FLUX) if log_weight_scale else FLUX
+    sky = jnp.array([0.01, 1e-3, -2e-3])[:model.n_sky]
+    param = jnp.concatenate([jnp.array([11.3, 12.6, 0.55, 2.1]), flux, sky])
+    image, jac = jax.jit(model_and_jacobian)(model, param)
+    np.testing.assert_allclose(image, render(model, param), rtol=0, atol=1e-13)
+    expected = jnp.moveaxis(jax.jacfwd(render, argnums=1)(model, param), -1, 0)
+    assert jac.shape == expected.shape == (param.size, 23, 25)
+    for column, want in zip(jac, expected, strict=True):
+        np.testing.assert_allclose(column, want, rtol=0, atol=1e-12 * float(jnp.abs(want).max()))

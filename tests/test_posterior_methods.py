@@ -292,3 +292,16 @@ def test_run_nuts_full_agrees_with_express(fitted, nuts_express):
     for key in ("flux", "r50"):
         width = max(s_full[key][2] - s_full[key][0], s_exp[key][2] - s_exp[key][0]) / 2
         assert abs(s_full[key][1] - s_exp[key][1]) < width
+
+
+def test_compiler_options_follow_the_log_density(fitted):
+    # Classic XLA emitters only for the Gram-matrix express likelihood (small operations);
+    # image-rendering log densities keep the defaults (faster full-mode gradients).
+    from imcascade_jax import sample as S
+
+    express, _ = fitted.posterior_log_density(method="express")
+    full, _ = fitted.posterior_log_density(method="full")
+    assert S._small_operations_only(express.logdensity)
+    assert not S._small_operations_only(full.logdensity)
+    poisson = S.express_log_density(fitted._express, express.prior, likelihood="poisson")
+    assert not S._small_operations_only(poisson.logdensity)
