@@ -4,7 +4,7 @@ dynesty and full NUTS, against imcascade 1.1's ``run_dynesty(method='express')``
 Usage::
 
     python benchmarks/posterior.py [--run-imcascade] [--skip-dynesty] [--skip-full]
-                                   [--skip-numpyro] [--full-samples 400 --full-warmup 300]
+                                   [--skip-numpyro] [--full-samples 2000 --full-warmup 1000]
 
 Without ``--run-imcascade`` the 1.1 time is the 516 s of ``BASELINES.md`` (not re-measured in
 this run: absolute times on these shared machines are noisy, compare ratios measured together).
@@ -85,8 +85,8 @@ def main() -> None:
     ap.add_argument("--skip-dynesty", action="store_true")
     ap.add_argument("--skip-full", action="store_true")
     ap.add_argument("--skip-numpyro", action="store_true")
-    ap.add_argument("--full-samples", type=int, default=400)
-    ap.add_argument("--full-warmup", type=int, default=300)
+    ap.add_argument("--full-samples", type=int, default=2000)
+    ap.add_argument("--full-warmup", type=int, default=1000)
     args = ap.parse_args()
     print("load (uptime) at start:", _load())
 
