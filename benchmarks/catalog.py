@@ -222,7 +222,7 @@ def main(argv=None) -> None:
         times.append(time.perf_counter() - t0)
     t_batch = float(np.median(times))
     acc = accuracy(table, truth)
-    flagged = np.flatnonzero(np.asarray(table["flag"]))
+    flagged = np.flatnonzero(np.asarray(table["flag"])).tolist()
     rows = []
 
     def add(name: str, sec: float) -> None:
@@ -253,7 +253,7 @@ def main(argv=None) -> None:
     same = np.allclose(np.asarray(cli_table["params"]), np.asarray(table["params"]), rtol=1e-9,
                        equal_nan=True)
     acc_cli = accuracy(cli_table, truth)
-    flagged_cli = list(np.flatnonzero(np.asarray(cli_table["flag"])))
+    flagged_cli = np.flatnonzero(np.asarray(cli_table["flag"])).tolist()
     per_user = per_ref = t_loop = None
     if not args.skip_loops:
         t_setup, _, t_loop_fit = loop_compiled(imgs, errs, psf)
@@ -267,8 +267,9 @@ def main(argv=None) -> None:
             add(f"imcascade 1.1 (x{n_ok} from {args.ref_galaxies} galaxies)", per_ref * n_ok)
 
     print_rows(args, table, rows, t_batch, n_ok)
-    print(f"\nflagged: {list(flagged)} (the all-NaN galaxy is 7); statuses: "
-          f"{dict(zip(*np.unique(np.asarray(table['status']), return_counts=True), strict=True))}")
+    codes, counts = np.unique(np.asarray(table["status"]), return_counts=True)
+    print(f"\nflagged: {flagged} (the all-NaN galaxy is 7); statuses: "
+          f"{dict(zip(codes.tolist(), counts.tolist(), strict=True))}")
     print(f"median |flux error| {100 * acc['flux']:.2f}% (90th pct {100 * acc['flux90']:.1f}%), "
           f"median |r50 error| {100 * acc['r50']:.2f}% (90th pct {100 * acc['r5090']:.1f}%)")
     print(f"CLI table equal to fit_catalog's: {same}; flagged {flagged_cli}; median |flux error| "

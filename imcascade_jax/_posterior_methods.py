@@ -31,6 +31,8 @@ logger = logging.getLogger("imcascade_jax")
 METHODS = ("full", "express")
 DYNESTY_PRIORS = ("min_results", "uniform", "cauchy")
 NUTS_PRIORS = ("min_results", "uniform", "cauchy")
+#: ``run_nuts``' target acceptance per method (see its docstring).
+DEFAULT_TARGET_ACCEPT = {"express": 0.95, "full": 0.9}
 
 
 class PosteriorMethods:
@@ -318,7 +320,7 @@ class PosteriorMethods:
     def run_nuts(self, method: str = "express", num_samples: int = 2000, num_warmup: int = 1000,
                  num_chains: int = 1, prior: str = "min_results", seed: int = 0,
                  backend: str = "native", progress_bar: bool = True,
-                 target_accept: float = 0.9, max_tree_depth: int = 10) -> np.ndarray:
+                 target_accept: float | None = None, max_tree_depth: int = 10) -> np.ndarray:
         """Sample the posterior with NUTS (the No-U-Turn Sampler), warm-started at the
         least-squares optimum.
 
@@ -345,8 +347,12 @@ class PosteriorMethods:
             numpyro's (with numpyro's own warmup; compiled on every call).
         progress_bar : bool
             numpyro's progress bar (the other backends run in one compiled call).
-        target_accept : float
-            Target acceptance statistic of the step-size adaptation.
+        target_accept : float, optional
+            Target acceptance statistic of the step-size adaptation. Default: 0.95 in express
+            mode, 0.9 in full mode. Express gradients cost microseconds, and the smaller steps
+            of 0.95 avoid the occasional divergent run near components of almost zero flux
+            (on the quickstart with sep weights, 1 of 8 seeds had 16 divergences at 0.9, none
+            of 8 at 0.95, for 20% more steps); in full mode each step renders the model.
         max_tree_depth : int
 
         Returns
@@ -362,6 +368,8 @@ class PosteriorMethods:
         if getattr(self, "min_res", None) is None:
             self.run_ls_min()
         ld, x0, to_params = self._posterior(method, prior)
+        if target_accept is None:
+            target_accept = DEFAULT_TARGET_ACCEPT[method]
         logger.info("Running NUTS (%s, %s) using the %s method", backend, prior, method)
         # One compiled program (cached: a second fit of the same shapes reuses it) maps the
         # start into the sampler's coordinates, runs warmup and sampling, and maps the samples
