@@ -300,10 +300,16 @@ def test_float32_close_to_float64(table, catalog):
     assert t32.meta["DTYPE"] == "float32"
     good = ~np.asarray(table["flag"])
     assert np.all(np.asarray(t32["status"])[good] > 0)
+    # The same optimum: chi2 within 0.05 (float32 sums 1000 pixels to ~1e-2; a statistically
+    # distinguishable fit differs by ~1). Along the flat direction where the widest component
+    # trades light with the sky, fluxes may still differ by a few 1e-3 (galaxy 1: 0.2% at
+    # delta chi2 = 0.002), far inside their statistical errors.
+    np.testing.assert_allclose(np.asarray(t32["chi2"])[good], np.asarray(table["chi2"])[good],
+                               rtol=0, atol=0.05)
     np.testing.assert_allclose(np.asarray(t32["flux"])[good], np.asarray(table["flux"])[good],
-                               rtol=1e-3)
+                               rtol=5e-3)
     np.testing.assert_allclose(np.asarray(t32["r50"])[good], np.asarray(table["r50"])[good],
-                               rtol=1e-3)
+                               rtol=5e-3)
 
 
 @pytest.mark.slow
