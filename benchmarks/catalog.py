@@ -287,7 +287,7 @@ def main(argv=None) -> None:
     if per_ref is not None:
         s_ref = per_ref * n_ok / t_batch
         print(f"            batched >= 50x imcascade 1.1: {s_ref:.0f}x ({'PASS' if s_ref >= 50 else 'FAIL'})")
-    ok_flags = list(flagged) == [7] and flagged_cli == [7] and same
+    ok_flags = flagged == [7] and flagged_cli == [7] and same
     print(f"            median |flux err| < 3%: {'PASS' if acc['flux'] < 0.03 else 'FAIL'}; "
           f"median |r50 err| < 5%: {'PASS' if acc['r50'] < 0.05 else 'FAIL'}; NaN galaxy flagged, "
           f"others not, the same through the CLI: {'PASS' if ok_flags else 'FAIL'}")
