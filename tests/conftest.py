@@ -5,8 +5,33 @@ Keep this file small and generic: only fixtures that several test modules can us
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+import jax
 import numpy as np
 import pytest
+
+# Strict dtype promotion for the whole suite: an int64 meeting an int32, or a float32 meeting
+# a float64, is an error rather than a silent promotion (JAX's "strict" mode).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+# The compilation cache of the tests goes to a temporary folder, never the user's own.
+os.environ.setdefault("IMCASCADE_JAX_CACHE", os.path.join(tempfile.gettempdir(), "imcascade_jax_test_cache"))
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion(request):
+    """Tests marked ``strict_rank`` run with ``jax_numpy_rank_promotion='raise'``.
+
+    Not the whole suite: the renderers broadcast per-component arrays against pixel grids and
+    quadrature nodes on purpose (implicit rank promotion), so the mode is applied to the tests
+    of functions whose inputs come from users (parameter vectors, likelihoods, analysis).
+    """
+    if request.node.get_closest_marker("strict_rank") is None:
+        yield
+        return
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 #: The seed quickstart: 9 widths, the 4-component Gaussian fit of its Moffat PSF, 150x150.
 QUICKSTART = {
