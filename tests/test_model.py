@@ -101,7 +101,7 @@ def test_float32_model():
 def test_model_is_a_pytree_with_static_settings():
     m = make_model((41, 41), SIG, PSF_SIG, PSF_A, psf_shape={"q": 0.6, "phi": 0.7})
     leaves, treedef = jax.tree_util.tree_flatten(m)
-    assert len(leaves) == 5  # sig, psf_sig, psf_a, psf_q, psf_phi
+    assert len(leaves) == 6  # sig, psf_sig, psf_a, psf_q, psf_phi, sky_centre
     rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
     assert isinstance(rebuilt, Model) and rebuilt.shape == m.shape
     assert rebuilt.render_mode == m.render_mode and rebuilt.windows == m.windows
