@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from imcascade_jax import buckets as _buckets
 from imcascade_jax import fit as _fit
 from imcascade_jax import likelihood as _like
 from imcascade_jax._posterior_methods import PosteriorMethods
@@ -207,7 +208,8 @@ class Fitter(PosteriorMethods, MultiGaussModel):
         logger.info("Running least squares minimization")
         lb, ub = self._solver_bounds()
         periodic = bool(np.isclose(ub[3] - lb[3], np.pi))
-        res = _fit.least_squares_jit(self.model, self.img, self.weight, self.param_init, lb, ub,
+        # Padded to a bucket shape: images of similar sizes share one compiled fit.
+        res = _buckets.least_squares(self.model, self.img, self.weight, self.param_init, lb, ub,
                                      options, periodic)
         res = jax.device_get(res)
         status = int(res.status)

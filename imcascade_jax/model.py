@@ -7,6 +7,29 @@ mode, sky type, window sizes) is static and lives in the pytree's auxiliary data
 compiled function serves every galaxy of a shape; the widths and the PSF mixture are arrays
 (leaves), so that catalogs with one PSF per galaxy can be ``vmap``-ed.
 
+The render plan
+---------------
+What the compiled code depends on is the tree structure: image shape, ``N``, ``P``, dtype and
+the static settings (render mode, sky type, PSF present / elliptical, log fluxes) plus two plan
+entries of hybrid rendering:
+
+- ``windows``: full frame for every component by default (``windowed=False``), which depends
+  on ``N`` only. With ``windowed=True`` the window half-sizes are array *shapes* computed from
+  the widths, so they depend on ``sig`` and ``psf_sig`` values: windowed models of different
+  widths compile separately, which is why windowing is opt-in.
+- ``exact``: whether the exact pixel integral is compiled in for components narrower than
+  ``HYBRID_EXACT_BELOW``. It is ``True`` without a PSF (any component can be that narrow as
+  ``q -> 0``) and, with a PSF, exactly when the PSF's narrowest minor width is below
+  ``HYBRID_EXACT_BELOW``, the only case in which a convolved component can be that narrow.
+  This is the one plan entry that reads PSF values, deliberately: compiling the exact branch
+  into every model with a PSF would replace the closed-form Jacobian of the fit by
+  forward-mode autodiff (:func:`imcascade_jax.derivatives.supports_closed_form`) for PSFs
+  that never need it. Models of one image shape whose PSFs are all wider than 0.7 px (or all
+  narrower) therefore share one tree structure and one compiled program; a shape needs at most
+  two programs.
+
+Every other array (widths, PSF mixture, the sky's reference point) is a leaf.
+
 Conventions are imcascade 1.1's: pixel ``(i, j)`` is centred at coordinates ``(i, j)`` with
 ``i`` along axis 0; at ``phi = 0`` the major axis lies along axis 0 and ``phi`` turns it towards
 axis 1; the flat parameter vector is ``[x0, y0, q, phi, a_1..a_N, sky...]``.
@@ -82,6 +105,11 @@ class Model:
     exact : tuple of bool or None
         Hybrid mode: for each galaxy component, whether it may be narrow enough to need the
         exact pixel integral.
+    sky_centre : jax.Array or None
+        Reference point ``(X_c, Y_c)`` (pixel coordinates, axis 0 first) of the tilted-plane
+        sky ``sky0 + (X - X_c) sky1 + (Y - Y_c) sky2``; :func:`make_model` sets the image's
+        ``(nx/2, ny/2)`` as imcascade 1.1. A leaf, so that an image padded to a larger shape
+        keeps the meaning of ``sky0``. ``None`` means ``(nx/2, ny/2)`` of ``shape``.
     """
 
     sig: jax.Array
@@ -97,11 +125,12 @@ class Model:
     log_weight_scale: bool
     windows: tuple[int, ...] | None
     exact: tuple[bool, ...] | None
+    sky_centre: jax.Array | None = None
 
     # -- pytree protocol ------------------------------------------------------------------
     def tree_flatten(self):
         """Arrays as leaves, static settings as auxiliary data (JAX pytree protocol)."""
-        leaves = (self.sig, self.psf_sig, self.psf_a, self.psf_q, self.psf_phi)
+        leaves = (self.sig, self.psf_sig, self.psf_a, self.psf_q, self.psf_phi, self.sky_centre)
         aux = (self.shape, self.has_psf, self.elliptical_psf, self.sky_type, self.render_mode,
                self.log_weight_scale, self.windows, self.exact)
         return leaves, aux
@@ -109,7 +138,8 @@ class Model:
     @classmethod
     def tree_unflatten(cls, aux, leaves):
         """Rebuild a Model from :meth:`tree_flatten`'s output."""
-        return cls(*leaves, *aux)
+        *arrays, sky_centre = leaves
+        return cls(*arrays, *aux, sky_centre=sky_centre)
 
     # -- derived static sizes -------------------------------------------------------------
     @property
@@ -270,4 +300,5 @@ def make_model(shape: Sequence[int], sig: Any, psf_sig: Any = None, psf_a: Any =
         psf_phi=jnp.asarray(psf_phi, dtype), shape=shape_t, has_psf=has_psf,
         elliptical_psf=elliptical, sky_type=sky_type, render_mode=render_mode,
         log_weight_scale=bool(log_weight_scale), windows=windows, exact=exact,
+        sky_centre=jnp.asarray([shape_t[0] / 2.0, shape_t[1] / 2.0], dtype),
     )

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imcascade_jax.model import HYBRID_EXACT_BELOW, HYBRID_NSIGMA, Model
-from imcascade_jax.params import Params, unpack
+from imcascade_jax.params import Params, check_length, unpack
 
 #: Gauss-Legendre nodes per pixel along axis 1 in the exact pixel integral.
 EXACT_NODES = 6
@@ -150,15 +150,37 @@ def _box_corrected_values(dx, dy, cxx, cxy, cyy, cutoff: bool):
     return vals
 
 
-def _exact_values(dx, dy, cxx, cxy, cyy):
+def variance_difference(model: Model, q: jax.Array, phi: jax.Array) -> jax.Array:
+    """``cxx - cyy`` of every PSF-convolved component, computed directly: shape ``(N, P)``.
+
+    ``var (1 - q^2) cos(2 phi)`` plus the PSF's own term (zero for a circular PSF): exactly 0 at
+    ``q = 1``, and its sign does not depend on how ``cxx`` and ``cyy`` were rounded, which
+    makes it the quantity that chooses the narrow axis of :func:`exact_values`.
+    """
+    galaxy = model.sig**2 * (1.0 - q * q) * jnp.cos(2.0 * phi)
+    if model.elliptical_psf:
+        psf = model.psf_sig**2 * (1.0 - model.psf_q**2) * jnp.cos(2.0 * model.psf_phi)
+    else:
+        psf = jnp.zeros_like(model.psf_sig)
+    return galaxy[:, None] + psf[None, :]
+
+
+def exact_values(dx, dy, cxx, cxy, cyy, difference=None):
     """Exact pixel integrals (up to quadrature along one axis): (C, nx, ny).
 
     Each component is integrated exactly (erf) along the axis where its marginal is narrower
     and by quadrature along the wider one: quadrature across a marginal narrower than the node
     spacing is wrong (2e-3 of the peak at a 0.15 px minor width, 40% at 0.05 px), which happens
     without a PSF at small q.
+
+    ``difference`` (shape (C,), default ``cxx - cyy``) chooses the axis: exact along axis 1
+    where it is > 0. The choice is computed once, behind an optimisation barrier: XLA would
+    otherwise recompute the comparison in each fusion that uses it, with different rounding
+    (fused multiply-adds), and could swap the inputs of a component but not its output.
     """
-    swap = cyy < cxx  # integrate exactly along axis 1
+    if difference is None:
+        difference = cxx - cyy
+    swap = jax.lax.optimization_barrier(difference > 0)  # integrate exactly along axis 1
     if dx.shape == dy.shape:
         # Square grid: swap the roles of the axes per component, one evaluation.
         s = swap[:, None]
@@ -203,16 +225,19 @@ def _offsets(centre, start, size: int, dtype):
     return (start + jnp.arange(size)).astype(dtype) - centre
 
 
-def _component_values(model: Model, mode: str, dx, dy, cov, exact: bool):
-    """Unit-flux values of components with covariances ``cov`` (each (C,)) on a dx-dy grid."""
+def _component_values(model: Model, mode: str, dx, dy, cov, exact: bool, difference=None):
+    """Unit-flux values of components with covariances ``cov`` (each (C,)) on a dx-dy grid.
+
+    ``difference``: ``cxx - cyy`` computed without cancellation (see :func:`exact_values`).
+    """
     if mode == "gauss":
         return _centre_values(dx, dy, *cov)
     if mode == "erf":
-        return _exact_values(dx, dy, *cov)
+        return exact_values(dx, dy, *cov, difference)
     vals = _box_corrected_values(dx, dy, *cov, cutoff=True)
     if exact:
         narrow = _minor_variance(*cov) < HYBRID_EXACT_BELOW**2
-        exact_vals = _exact_values(dx, dy, *cov)
+        exact_vals = exact_values(dx, dy, *cov, difference)
         # Beyond 5 sigma the hybrid image is zero in either branch.
         vals = jnp.where(narrow[:, None, None], jnp.where(vals == 0.0, 0.0, exact_vals), vals)
     return vals
@@ -230,10 +255,10 @@ def _psf_weighted(vals, psf_a):
     return out
 
 
-def _window_basis(model: Model, half: int, x0, y0, cov):
+def _window_basis(model: Model, half: int, x0, y0, cov, difference):
     """Basis images of components sharing a (2 half + 1)^2 window, placed on the full frame.
 
-    ``cov`` entries have shape (n, P); returns (n, nx, ny).
+    ``cov`` entries and ``difference`` have shape (n, P); returns (n, nx, ny).
     """
     nx, ny = model.shape
     size = 2 * half + 1
@@ -246,7 +271,7 @@ def _window_basis(model: Model, half: int, x0, y0, cov):
     dx = _offsets(x0, xs - half, size, dtype)
     dy = _offsets(y0, ys - half, size, dtype)
     vals = _component_values(model, "hybrid", dx, dy, tuple(c.ravel() for c in cov),
-                             _needs_exact(model))
+                             _needs_exact(model), difference.ravel())
     win = _psf_weighted(vals.reshape(n, p, size, size), model.psf_a)
     canvas = jnp.zeros((n, nx + 2 * half, ny + 2 * half), dtype)
     canvas = jax.lax.dynamic_update_slice(canvas, win, (jnp.int32(0), xs, ys))
@@ -274,7 +299,8 @@ def render_components(model: Model, x0, y0, q, phi) -> jax.Array:
     dx = _offsets(x0, 0, nx, dtype)
     dy = _offsets(y0, 0, ny, dtype)
     vals = _component_values(model, model.render_mode, dx, dy,
-                             (cxx.ravel(), cxy.ravel(), cyy.ravel()), _needs_exact(model))
+                             (cxx.ravel(), cxy.ravel(), cyy.ravel()), _needs_exact(model),
+                             variance_difference(model, q, phi).ravel())
     return vals.reshape(n, p, nx, ny)
 
 
@@ -301,6 +327,7 @@ def render_basis(model: Model, x0, y0, q, phi) -> jax.Array:
         return _psf_weighted(render_components(model, x0, y0, q, phi), model.psf_a)
     nx, ny = model.shape
     cxx, cxy, cyy = covariances(model, q, phi)
+    diff = variance_difference(model, q, phi)
     dx = _offsets(x0, 0, nx, dtype)
     dy = _offsets(y0, 0, ny, dtype)
     windows = np.asarray(model.windows)
@@ -313,20 +340,22 @@ def render_basis(model: Model, x0, y0, q, phi) -> jax.Array:
         n, p = len(full), model.n_psf
         vals = _component_values(model, "hybrid", dx, dy,
                                  (cxx[idx].ravel(), cxy[idx].ravel(), cyy[idx].ravel()),
-                                 _needs_exact(model))
+                                 _needs_exact(model), diff[idx].ravel())
         parts.append(_psf_weighted(vals.reshape(n, p, nx, ny), model.psf_a))
     if windowed:
         idx = np.asarray(windowed)
         parts.append(_window_basis(model, int(windows[idx[0]]), x0, y0,
-                                   (cxx[idx], cxy[idx], cyy[idx])))
+                                   (cxx[idx], cxy[idx], cyy[idx]), diff[idx]))
     basis = jnp.concatenate(parts, axis=0)
     return basis[np.argsort(np.asarray(full + windowed))]
 
 
 def render_sky(model: Model, sky: jax.Array) -> jax.Array:
-    """Sky image: flat ``sky0`` or tilted plane ``sky0 + (X - nx/2) sky1 + (Y - ny/2) sky2``.
+    """Sky image: flat ``sky0`` or tilted plane ``sky0 + (X - X_c) sky1 + (Y - Y_c) sky2``.
 
-    Returns zeros when the model has no sky.
+    ``(X_c, Y_c)`` is ``model.sky_centre``: ``(nx/2, ny/2)`` of the image the model was made
+    for (also after padding to a larger shape), as imcascade 1.1. Returns zeros when the model
+    has no sky.
     """
     nx, ny = model.shape
     dtype = model.dtype
@@ -335,8 +364,13 @@ def render_sky(model: Model, sky: jax.Array) -> jax.Array:
         return jnp.zeros((nx, ny), dtype)
     if model.sky_type == "flat":
         return jnp.broadcast_to(sky[0], (nx, ny))
-    xs = jnp.arange(nx, dtype=dtype) - nx / 2.0
-    ys = jnp.arange(ny, dtype=dtype) - ny / 2.0
+    if model.sky_centre is None:
+        xc, yc = nx / 2.0, ny / 2.0
+    else:
+        centre = jnp.asarray(model.sky_centre, dtype)
+        xc, yc = centre[..., 0], centre[..., 1]
+    xs = jnp.arange(nx, dtype=dtype) - xc
+    ys = jnp.arange(ny, dtype=dtype) - yc
     return sky[0] + xs[:, None] * sky[1] + ys[None, :] * sky[2]
 
 
@@ -365,15 +399,27 @@ def render(model: Model, param: jax.Array) -> jax.Array:
     Parameters
     ----------
     model : Model
-    param : array_like, shape (Ndof,)
-        Fluxes in log10 when ``model.log_weight_scale``.
+    param : array_like, shape (..., Ndof)
+        Fluxes in log10 when ``model.log_weight_scale``. Leading axes are a batch: each vector
+        is rendered (``jax.vmap``).
 
     Returns
     -------
     jax.Array
-        Shape ``model.shape``.
+        Shape ``(..., *model.shape)``.
+
+    Raises
+    ------
+    ValueError
+        If the last axis of ``param`` is not ``model.n_params`` long.
     """
-    return render_params(model, unpack(model, param))
+    check_length(model, param)
+    param = jnp.asarray(param, model.dtype)
+    if param.ndim == 1:
+        return render_params(model, unpack(model, param))
+    flat = param.reshape(-1, param.shape[-1])
+    images = jax.vmap(lambda p: render_params(model, unpack(model, p)))(flat)
+    return images.reshape(param.shape[:-1] + tuple(model.shape))
 
 
 def render_gaussians(model: Model, x0, y0, cxx, cxy, cyy, mode: str | None = None) -> jax.Array:

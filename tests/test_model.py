@@ -9,6 +9,7 @@ import pytest
 
 from imcascade_jax.model import HYBRID_NSIGMA, SKY_NDOF, Model, make_model
 from imcascade_jax.params import Params, check_length, pack, unpack
+from imcascade_jax.render import render
 
 SIG = np.array([0.5, 1.0, 2.0, 4.0])
 PSF_SIG = np.array([1.0, 2.5])
@@ -101,7 +102,7 @@ def test_float32_model():
 def test_model_is_a_pytree_with_static_settings():
     m = make_model((41, 41), SIG, PSF_SIG, PSF_A, psf_shape={"q": 0.6, "phi": 0.7})
     leaves, treedef = jax.tree_util.tree_flatten(m)
-    assert len(leaves) == 5  # sig, psf_sig, psf_a, psf_q, psf_phi
+    assert len(leaves) == 6  # sig, psf_sig, psf_a, psf_q, psf_phi, sky_centre
     rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
     assert isinstance(rebuilt, Model) and rebuilt.shape == m.shape
     assert rebuilt.render_mode == m.render_mode and rebuilt.windows == m.windows
@@ -177,3 +178,44 @@ def test_scalar_parameter_is_rejected():
     m = make_model((41, 41), SIG, PSF_SIG, PSF_A)
     with pytest.raises(ValueError, match="'param'"):
         unpack(m, 1.0)
+
+
+# ----------------------------------------------------------------------------- render plan
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "erf", "gauss"])
+def test_models_of_one_shape_with_different_psfs_share_one_program(mode):
+    """The plan depends on shapes and static settings: different PSF widths and weights (all
+    wider than HYBRID_EXACT_BELOW, see the module's documentation) give one tree structure,
+    one trace and one compiled program."""
+    psfs = [(PSF_SIG, PSF_A), (PSF_SIG * [0.8, 1.3], [0.5, 0.5])]
+    models = [make_model((41, 41), SIG * 1.7, s, a, render_mode=mode) for s, a in psfs]
+    assert jax.tree_util.tree_structure(models[0]) == jax.tree_util.tree_structure(models[1])
+    traces = []
+
+    @jax.jit
+    def image(model, param):
+        traces.append(1)
+        return render(model, param)
+
+    param = np.array([20.3, 19.6, 0.6, 0.4, 0.0, 0.3, 0.5, 0.2, 0.01, 0.0, 0.0])
+    images = [image(m, param) for m in models]
+    assert len(traces) == 1 and image._cache_size() == 1
+    assert not np.allclose(images[0], images[1])  # the PSFs did reach the program
+
+
+def test_only_the_narrow_psf_switch_reads_psf_values():
+    """The documented exception: the exact pixel integral is compiled in only when the PSF's
+    narrowest minor width is below HYBRID_EXACT_BELOW (0.7 px)."""
+    from imcascade_jax.model import HYBRID_EXACT_BELOW
+
+    wide = make_model((41, 41), SIG, [0.75, 2.0], [0.5, 0.5])
+    narrow = make_model((41, 41), SIG, [0.65, 2.0], [0.5, 0.5])
+    assert 0.65 < HYBRID_EXACT_BELOW < 0.75
+    assert wide.windows == narrow.windows == (-1,) * len(SIG)
+    assert not any(wide.exact) and all(narrow.exact)
+
+
+def test_sky_centre_defaults_to_the_image_centre():
+    m = make_model((41, 60), SIG, PSF_SIG, PSF_A)
+    np.testing.assert_array_equal(np.asarray(m.sky_centre), [20.5, 30.0])

@@ -177,7 +177,7 @@ def test_hybrid_pixel_correction_against_the_exact_integral(minor, tol):
         c, s = np.cos(theta), np.sin(theta)
         cov = tuple(jnp.array([v]) for v in (c * c * a + s * s * b, c * s * (a - b), s * s * a + c * c * b))
         approx = R._box_corrected_values(d + off, d - off / 2, *cov, cutoff=False)
-        exact = R._exact_values(d + off, d - off / 2, *cov)
+        exact = R.exact_values(d + off, d - off / 2, *cov)
         worst = max(worst, float(jnp.max(jnp.abs(approx - exact)) / jnp.max(exact)))
     assert worst < tol
     assert worst > tol / 100  # an approximation, not the exact branch (else this checks nothing)

@@ -1,0 +1,137 @@
+"""Bucket padding: fits of padded images equal unpadded ones; one program per shape family."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import pytest
+
+from imcascade_jax import buckets
+from imcascade_jax import fit as core_fit
+from imcascade_jax.model import make_model
+from imcascade_jax.render import render
+
+SIG = np.array([0.8, 1.6, 3.2, 6.4])
+PSF_SIG, PSF_A = np.array([1.1, 2.4]), np.array([0.75, 0.25])
+# Tilted sky with clear slopes: padding must not move its reference point.
+TRUTH = np.array([21.3, 26.6, 0.6, 0.7, 1.3, 1.6, 1.4, 0.9, 0.05, 2e-3, -3e-3])
+SHAPE = (45, 50)  # buckets to (48, 64)
+
+
+def _problem(shape, psf_sig=PSF_SIG, seed=0):
+    model = make_model(shape, SIG, psf_sig, PSF_A)
+    rng = np.random.default_rng(seed)
+    noise = 0.01
+    data = np.asarray(render(model, TRUTH)) + rng.normal(0.0, noise, shape)
+    weight = np.full(shape, noise**-2)
+    weight[3:6, 10:14] = 0.0  # a masked patch
+    x0 = TRUTH + np.array([0.4, -0.3, 0.1, 0.2, -0.3, 0.2, 0.1, -0.2, 0.0, 0.0, 0.0])
+    lb = np.array([15, 20, 0.1, 0, -3, -3, -3, -3, -1, -1, -1], float)
+    ub = np.array([28, 33, 1.0, np.pi, 3, 3, 3, 3, 1, 1, 1], float)
+    return model, data, weight, x0, lb, ub
+
+
+def test_bucket_grid_compiles_few_programs_for_20_shapes():
+    rng = np.random.default_rng(1)
+    sides = rng.integers(60, 301, size=20)
+    shapes = [(int(n), int(n)) for n in sides]
+    assert len({buckets.bucket_shape(s) for s in shapes}) <= 6
+    # Over every size from 60 to 300 px: six sizes per axis, area overhead at most 1.93x.
+    assert {buckets.bucket_size(n) for n in range(60, 301)} == {64, 88, 120, 168, 224, 312}
+    overhead = [(buckets.bucket_size(n) / n) ** 2 for n in range(60, 301)]
+    assert max(overhead) == pytest.approx((168 / 121) ** 2)
+    assert all(buckets.bucket_size(n) >= n and buckets.bucket_size(n) % 8 == 0
+               for n in range(17, 5000))
+    assert buckets.bucket_size(7) == 7
+    with pytest.raises(ValueError, match="'n'"):
+        buckets.bucket_size(0)
+
+
+render_jit = jax.jit(render)
+
+
+def test_padded_problem_keeps_the_sky_reference_point():
+    model, data, weight, *_ = _problem(SHAPE)
+    padded, data_p, weight_p, crop = buckets.pad_problem(model, data, weight)
+    assert padded.shape == (48, 64) and data_p.shape == weight_p.shape == (48, 64)
+    np.testing.assert_array_equal(np.asarray(padded.sky_centre), [22.5, 25.0])
+    assert np.all(weight_p[45:] == 0) and np.all(weight_p[:, 50:] == 0)
+    np.testing.assert_allclose(np.asarray(render_jit(padded, TRUTH))[crop],
+                               render_jit(model, TRUTH), rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="'data'"):
+        buckets.pad_problem(model, data[:-1], weight)
+
+
+class _Notes(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def fits():
+    """A direct fit of a 50x70 image and bucket-padded fits (64x88) of it and of a 60x81 image
+    with another PSF; the compilations and notes the padded fits caused."""
+    problems = [_problem((50, 70), seed=2), _problem((60, 81), PSF_SIG * [0.9, 1.2], seed=3)]
+    direct = core_fit.least_squares_jit(*problems[0], core_fit.DEFAULT_OPTIONS, True)
+    logger = logging.getLogger("imcascade_jax")
+    notes, level = _Notes(), logger.level
+    logger.addHandler(notes)
+    logger.setLevel(logging.INFO)
+    try:
+        before = buckets.compile_stats()["compiled"]
+        padded = [buckets.least_squares(*p) for p in problems]
+        compiled = buckets.compile_stats()["compiled"] - before
+    finally:
+        logger.removeHandler(notes)
+        logger.setLevel(level)
+    return dict(problems=problems, direct=direct, padded=padded, compiled=compiled,
+                notes=[m for m in notes.messages if "Compiling the least-squares fit" in m])
+
+
+def test_padded_fit_equals_unpadded_fit(fits):
+    direct, padded = fits["direct"], fits["padded"][0]
+    shape = fits["problems"][0][0].shape
+    assert int(direct.status) > 0 and int(padded.status) == int(direct.status)
+    np.testing.assert_allclose(padded.x, direct.x, rtol=0, atol=1e-8)
+    assert float(padded.chi2) == pytest.approx(float(direct.chi2), rel=1e-8)
+    assert padded.residuals.shape == shape and padded.jac.shape == (11, *shape)
+    np.testing.assert_allclose(padded.residuals, direct.residuals, rtol=0, atol=1e-8)
+    scale = np.sqrt(np.outer(np.diag(direct.jtj), np.diag(direct.jtj)))
+    assert np.max(np.abs(padded.jtj - direct.jtj) / scale) < 1e-8
+    # The sky's slopes are recovered, which needs the original reference point.
+    assert abs(float(padded.x[-2]) - TRUTH[-2]) < 5e-4
+
+
+def test_one_program_for_shapes_and_psfs_of_one_family(fits):
+    """Two shapes of one bucket and two different PSFs: a single compilation, announced once."""
+    models = [p[0] for p in fits["problems"]]
+    assert models[0].psf_sig[0] != models[1].psf_sig[0]
+    padded = [buckets.pad_problem(*p[:3])[0] for p in fits["problems"]]
+    assert padded[0].shape == padded[1].shape == (64, 88)
+    assert jax.tree_util.tree_structure(padded[0]) == jax.tree_util.tree_structure(padded[1])
+    assert fits["compiled"] == 1
+    assert len(fits["notes"]) == 1 and "50x70 images (padded to 64x88)" in fits["notes"][0]
+    for model, res in zip(models, fits["padded"], strict=True):
+        assert res.residuals.shape == model.shape and int(res.status) > 0
+        assert abs(float(res.x[0]) - TRUTH[0]) < 0.05
+
+
+def test_crop_result_passes_extra_fields_through():
+    class Result(NamedTuple):
+        x: np.ndarray
+        jac: object
+        residuals: np.ndarray
+        extra_image: np.ndarray
+        note: str
+
+    res = Result(np.zeros(3), None, np.ones((8, 16)), np.ones((2, 8, 16)), "kept")
+    out = buckets.crop_result(res, (8, 16), (slice(0, 5), slice(0, 7)))
+    assert out.jac is None and out.note == "kept" and out.x.shape == (3,)
+    assert out.residuals.shape == (5, 7) and out.extra_image.shape == (2, 5, 7)
