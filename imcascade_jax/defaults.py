@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from astropy.stats import biweight_location
 
-from imcascade_jax.utils import dict_add, guess_weights
+from imcascade_jax.setup_maths import dict_add, guess_weights
 
 
 class StartingPoint(NamedTuple):

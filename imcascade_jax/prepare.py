@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from imcascade_jax.psf_fitter import PSFFitter
-from imcascade_jax.utils import expand_mask, log_scale
+from imcascade_jax.setup_maths import expand_mask, log_scale
 
 logger = logging.getLogger("imcascade_jax")
 
