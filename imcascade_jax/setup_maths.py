@@ -28,6 +28,8 @@ __all__ = [
     "b",
     "sersic",
     "min_diff_array",
+    "robust_scale",
+    "power_of_two",
 ]
 
 # Cubic in log10(sig / re) giving log10 of the weights of an exponential profile's Gaussian
@@ -326,3 +328,30 @@ def min_diff_array(arr: ArrayLike) -> float:
     if gaps.size == 0:
         return 1e6
     return float(min(gaps.min(), 1e6))
+
+
+def robust_scale(values: ArrayLike) -> float:
+    """A robust spread of the finite values: 1.4826 times their median absolute deviation.
+
+    Falls back on the rms about the median, then the largest absolute value, when the spread is
+    zero (e.g. mostly constant or mostly zero images); 1.0 when there is no finite non-zero value.
+    Scales like the data (``robust_scale(s * x) == |s| * robust_scale(x)``), so quantities
+    derived relative to it do not depend on the flux unit.
+    """
+    arr = np.asarray(values, dtype=float).ravel()
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return 1.0
+    med = np.median(arr)
+    for spread in (1.4826 * np.median(np.abs(arr - med)), np.sqrt(np.mean((arr - med) ** 2)),
+                   np.max(np.abs(arr))):
+        if spread > 0 and np.isfinite(spread):
+            return float(spread)
+    return 1.0
+
+
+def power_of_two(value: float) -> float:
+    """The power of two nearest to ``value`` (> 0) in log: dividing by it is exact in floating point."""
+    if not value > 0 or not np.isfinite(value):
+        raise ValueError(f"value must be a positive finite number, got {value!r}")
+    return float(2.0 ** np.round(np.log2(value)))
