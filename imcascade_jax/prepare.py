@@ -35,7 +35,7 @@ import numpy as np
 
 from imcascade_jax import inputs
 from imcascade_jax.detect import detect_target
-from imcascade_jax.errors import PSFError, SetupError
+from imcascade_jax.errors import NoUsablePixelsError, PSFError, SetupError
 from imcascade_jax.psf_decompose import decompose_psf
 from imcascade_jax.setup_maths import as_count, log_scale
 
@@ -133,26 +133,23 @@ def _widths(component_widths: Any, num_components: Any, size: float, shape: tupl
     return log_scale(MIN_WIDTH, end, n)
 
 
-def _weights(img: np.ndarray, err: Any, gain: Any, readnoise: Any, exp_time: Any,
-             rms: np.ndarray) -> np.ndarray:
-    """Inverse-variance weights from ``err``, from the CCD noise model, or from sep's rms map."""
-    ccd = {"gain": gain, "readnoise": readnoise, "exp_time": exp_time}
-    given = [k for k, v in ccd.items() if v is not None]
-    if err is not None:
-        if given:
-            raise ValueError(f"give either 'err' or {', '.join(given)}, not both")
+def _user_weights(img: np.ndarray, noise: dict[str, Any], ccd: dict[str, Any]) -> np.ndarray | None:
+    """Inverse-variance weights from ``err``/``var``/``weight`` or the CCD noise model (None: neither)."""
+    given_noise = [k for k, v in noise.items() if v is not None]
+    given_ccd = [k for k, v in ccd.items() if v is not None]
+    if given_noise and given_ccd:
+        raise ValueError(f"give either {', '.join(given_noise)} or {', '.join(given_ccd)}, not both")
+    if given_noise:
         logger.info("Using given errors to calculate pixel weights")
-        return inputs.weight_from_errors(img.shape, err=err)
-    if given:
-        if len(given) < 3:
+        return inputs.weight_from_errors(img.shape, **noise)
+    if given_ccd:
+        if len(given_ccd) < 3:
             missing = [k for k in ccd if ccd[k] is None]
             raise ValueError(f"the CCD noise model needs 'gain', 'readnoise' and 'exp_time'; missing "
                              f"{', '.join(repr(m) for m in missing)}")
         logger.info("Using gain, exp_time and readnoise to calculate pixel weights")
-        return inputs.weight_from_ccd(img, _number("gain", gain), _number("readnoise", readnoise),
-                                      _number("exp_time", exp_time))
-    logger.info("Using sep rms map to calculate pixel weights")
-    return 1.0 / rms**2
+        return inputs.weight_from_ccd(img, *(_number(k, ccd[k]) for k in ("gain", "readnoise", "exp_time")))
+    return None
 
 
 def _flux_guess(img: np.ndarray, bad: np.ndarray, back: float) -> float:
@@ -175,15 +172,17 @@ def _warn_narrow(shape: tuple[int, int], sky_type: str | None) -> None:
 def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux=None,
                    psf_oversamp: float = 1.0, readnoise=None, gain=None, exp_time=None,
                    num_components=None, component_widths=None, force_position: bool = False,
-                   sky_type: str | None = "tilted-plane",
-                   log_weight_scale: bool = True) -> PreparedInputs:
+                   sky_type: str | None = "tilted-plane", log_weight_scale: bool = True,
+                   var=None, weight=None) -> PreparedInputs:
     """Run the automatic set-up (see the module docstring); arguments as ``initialize_fitter``.
 
     Parameters
     ----------
-    im, psf, mask, err
+    im, psf, mask, err, var, weight
         Arrays, numpy masked arrays or FITS paths; ``psf=None``: no PSF; ``mask``: nonzero =
-        ignored (None: sep masks the other sources).
+        ignored (None: sep masks the other sources); at most one of ``err``, ``var``, ``weight``
+        (:func:`imcascade_jax.inputs.weight_from_errors`), or ``gain``, ``readnoise`` and
+        ``exp_time`` together; none: weights from sep's rms map.
     x0, y0 : float, optional
         Position of the target (row, column; 0-based, pixel centres at integers). Default: the
         image centre ``(n0 / 2, n1 / 2)``.
@@ -205,6 +204,12 @@ def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux
     """
     img, _, bad = inputs.validate_image(im, mask=mask, name="im")
     shape = img.shape
+    weights = _user_weights(img, {"err": err, "var": var, "weight": weight},
+                            {"gain": gain, "readnoise": readnoise, "exp_time": exp_time})
+    if weights is not None:
+        bad |= ~(weights > 0)
+        if np.all(bad):
+            raise NoUsablePixelsError("every pixel of 'im' is masked or has zero weight: nothing to fit")
     x0_in, y0_in = _position("x0", x0, shape[0]), _position("y0", y0, shape[1])
     row = shape[0] / 2.0 if x0_in is None else x0_in
     col = shape[1] / 2.0 if y0_in is None else y0_in
@@ -231,14 +236,17 @@ def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux
 
     if mask is None:
         logger.info("No mask was given, deriving one using sep")
-    bad = bad | det.mask
-    weight = np.asarray(_weights(img, err, gain, readnoise, exp_time, det.rms), dtype=float)
-    weight = np.where(bad | ~np.isfinite(weight), 0.0, weight)
+    if weights is None:
+        logger.info("Using sep rms map to calculate pixel weights")
+        weights = 1.0 / det.rms**2
+    weights = np.asarray(weights, dtype=float)
+    bad = bad | det.mask | ~(np.isfinite(weights) & (weights > 0))
+    weights = np.where(bad, 0.0, weights)
     if log_weight_scale:
         a_max, a_min = math.log10(FLUX_BOUND_FACTOR * flux_guess), math.log10(flux_guess) - 5.0
     else:
         a_max, a_min = FLUX_BOUND_FACTOR * flux_guess, 0.0
     init_dict = {"re": size, "flux": flux_guess, "sky0": det.back, "x0": row, "y0": col,
                  "a_max": a_max, "a_min": a_min}
-    return PreparedInputs(img, np.asarray(sig, float), psf_sig, psf_a, weight, bad.astype(float),
+    return PreparedInputs(img, np.asarray(sig, float), psf_sig, psf_a, weights, bad.astype(float),
                           init_dict)

@@ -20,7 +20,7 @@ from scipy.signal import fftconvolve
 from imcascade_jax import fit as F
 from imcascade_jax.batch import (
     STATUS_BAD_INPUT,
-    _batch_function,
+    batch_function,
     choose_batch_size,
     common_plan,
     default_strategy,
@@ -124,7 +124,7 @@ def test_matches_per_galaxy_fitter(table, catalog):
 
 def test_second_call_does_not_recompile(table, catalog):
     imgs, errs, mask, psf, _ = catalog
-    fn = _batch_function(F.SolverOptions(), True, default_strategy())
+    fn = batch_function(F.SolverOptions(), True, default_strategy())
     before = fn._cache_size()
     again = fit_catalog(imgs, psf, err=errs, mask=mask, **KW)
     assert fn._cache_size() == before
@@ -205,17 +205,20 @@ def test_choose_batch_size():
 
 
 def test_psf_decomposition_per_galaxy():
-    """Distinct PSFs decomposed once each, with a fixed number of Gaussians; bad PSFs reported."""
-    from imcascade_jax.batch import _decompose_psfs
+    """Distinct PSFs decomposed once each, with a fixed number of Gaussians; bad PSFs reported
+    as a PSFError (a ValueError), no PSF as None."""
+    from imcascade_jax.catalog_setup import decompose_psfs
+    from imcascade_jax.errors import PSFError
 
     a, b = moffat_psf(11, core=1.5, power=3.0), moffat_psf(11, core=2.0, power=3.0)
     bad = np.full((11, 11), np.nan)
-    out, errors = _decompose_psfs([a, b, a, bad], 2, 1.0)
-    assert [len(o[0]) if o else None for o in out] == [2, 2, 2, None]
+    out = decompose_psfs([a, b, a, bad, None], 2, 1.0)
+    assert [len(o[0]) for o in out[:3]] == [2, 2, 2]
     np.testing.assert_array_equal(out[0][0], out[2][0])
     assert not np.allclose(out[0][0], out[1][0])
     np.testing.assert_allclose([o[1].sum() for o in out[:3]], 1.0)
-    assert errors[:3] == ["", "", ""] and "non-finite" in errors[3]
+    assert isinstance(out[3], PSFError) and "non-finite" in str(out[3])
+    assert out[4] is None
 
 
 def test_bad_psf_flags_only_its_galaxy(table, catalog):
