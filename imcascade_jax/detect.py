@@ -12,10 +12,13 @@ this module adds to imcascade 1.1's recipe:
   second-moment ellipse and are fainter than its central piece; the automatic mask (the other
   sources, expanded) never covers those pixels.
 - **Faint targets**: when nothing is detected at the position at 2.5 sigma, detection is
-  retried at lower thresholds on smoothed images (1.5 sigma with a 1.5 px Gaussian, 1 sigma with
-  a 3 px Gaussian) before giving up.
-- **Positions**: a requested position far from every detection raises
-  :class:`~imcascade_jax.errors.NoSourceError` instead of silently fitting another source.
+  retried on images smoothed with Gaussians of 1.5 and 3 px (at 2.5 sigma of
+  the smoothed image's own noise) before giving up; the size and flux are then measured on the
+  smoothed image.
+- **Positions**: a position the user gave that is more than :data:`NEAR_PX` from every detection
+  raises :class:`~imcascade_jax.errors.NoSourceError` instead of silently fitting another source
+  (``force_position=True`` fits there anyway); without a given position, the nearest detection
+  within a tenth of the shorter side of the centre is used (logged), none raises.
 
 Positions are (row, column) = (axis 0, axis 1), 0-based with pixel centres at integers (sep's
 ``x``/``y`` are column/row).
@@ -24,6 +27,7 @@ Positions are (row, column) = (axis 0, axis 1), 0-based with pixel centres at in
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import numpy as np
@@ -33,11 +37,16 @@ from imcascade_jax.setup_maths import expand_mask, power_of_two, robust_scale
 
 __all__ = ["Detection", "detect_target", "NEAR_PX", "DETECTION_LEVELS"]
 
-#: A detection whose footprint comes this close (pixels) to the requested position is the target.
+logger = logging.getLogger("imcascade_jax")
+
+#: A detection whose footprint comes this close (pixels) to a position the user gave is the target.
 NEAR_PX = 3.0
-#: (threshold in background rms, Gaussian smoothing sigma in px or None for sep's default
-#: 3x3 kernel) tried in turn until something is detected at the position.
-DETECTION_LEVELS = ((2.5, None), (1.5, 1.5), (1.0, 3.0))
+#: Without a given position (the image centre), the nearest detection within this fraction of the
+#: shorter side (at least NEAR_PX) is the target, with a warning in the log.
+NEAR_CENTRE_FRACTION = 0.1
+#: (threshold in noise sigmas, Gaussian smoothing sigma in px or None for sep's default 3x3
+#: kernel on the unsmoothed image) tried in turn until something is detected at the position.
+DETECTION_LEVELS = ((2.5, None), (2.5, 1.5), (2.5, 3.0))
 #: Deblended pieces centred within this many second-moment radii of the target belong to it.
 TARGET_EXTENT = 3.0
 #: 1.1's expansion of the mask of the other sources (Gaussian radius, threshold).
@@ -75,22 +84,22 @@ class Detection:
     level: int
 
 
-def _kernel(sigma: float | None) -> np.ndarray | None:
-    if sigma is None:
-        return None
-    half = int(math.ceil(3 * sigma))
-    r = np.arange(-half, half + 1)
-    k = np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / sigma**2)
-    return k / k.sum()
-
-
 def _extract(work: np.ndarray, rms: float, bad: np.ndarray, thresh: float, smooth: float | None,
              deblend_cont: float):
+    """sep's extraction at ``thresh`` times the noise; ``smooth``: first smooth the image with a
+    Gaussian of that sigma (px) and measure the noise of the smoothed image (sep's own filter
+    compares the filtered image with the unfiltered noise, which hides faint extended sources)."""
     import sep
 
-    kwargs = {} if smooth is None else {"filter_kernel": _kernel(smooth)}
-    return sep.extract(work, thresh, err=rms, mask=bad, segmentation_map=True,
-                       deblend_cont=deblend_cont, **kwargs)
+    if smooth is None:
+        return sep.extract(work, thresh, err=rms, mask=bad, segmentation_map=True,
+                           deblend_cont=deblend_cont)
+    from scipy.ndimage import gaussian_filter
+
+    smoothed = np.ascontiguousarray(gaussian_filter(np.where(bad, 0.0, work), smooth))
+    noise = robust_scale(smoothed[~bad])
+    return sep.extract(smoothed, thresh, err=noise, mask=bad, segmentation_map=True,
+                       deblend_cont=deblend_cont, filter_kernel=None)
 
 
 def _nearest_segment(seg: np.ndarray, row: float, col: float) -> tuple[int, float]:
@@ -179,11 +188,13 @@ def detect_target(img: np.ndarray, bad: np.ndarray, row: float, col: float, posi
     else:
         child, dist = _nearest_segment(seg, row, col)
         where = f"({row:.1f}, {col:.1f})" + ("" if position_given else ", the image centre")
-        if dist <= NEAR_PX:
+        near = NEAR_PX if position_given else max(NEAR_PX, NEAR_CENTRE_FRACTION * min(img.shape))
+        if dist <= near:
+            logger.warning("No source at %s; using the detection %.1f px away", where, dist)
             level, t_objects, t_seg = 0, objects, seg
         elif not force_position:
-            near = "no source at all" if child == 0 else f"the nearest is {dist:.1f} px away"
-            raise NoSourceError(f"no source detected at {where} ({near}); give x0/y0 of the target, "
+            nearest = "no source at all" if child == 0 else f"the nearest is {dist:.1f} px away"
+            raise NoSourceError(f"no source detected at {where} ({nearest}); give x0/y0 of the target, "
                                 "or force_position=True to fit there anyway")
     target = np.zeros(img.shape, bool)
     size = flux = None
