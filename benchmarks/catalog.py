@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -75,23 +76,24 @@ def accuracy(table, truth) -> dict:
 
 def loop_compiled(imgs, errs, psf, dtype=None):
     """Our per-galaxy loop, compiled once: the same setup as fit_catalog, one jit fit at a time."""
-    from imcascade_jax import batch
+    from imcascade_jax import catalog_batches as cb
+    from imcascade_jax import catalog_setup as cs
     from imcascade_jax import fit as F
 
-    settings = batch._Settings(None, None, "tilted-plane", "hybrid", "float64")
-    decomp, _ = batch._decompose_psfs([psf], None, 1.0)
+    settings = cs.CatalogSettings(None, None, "tilted-plane", "hybrid", "float64")
+    decomp = cs.decompose_psfs([psf], None, 1.0)
     t0 = time.perf_counter()
-    gals = [batch._setup_one(i, imgs[i], errs[i], None, decomp[0], settings) for i in range(len(imgs))]
+    gals = [cs.setup_galaxy(i, imgs[i], {"err": errs[i]}, None, decomp[0], (None, None), settings)
+            for i in range(len(imgs))]
     t_setup = time.perf_counter() - t0
     ok = [g for g in gals if g.status == 0]
-    windows, exact = batch.common_plan(np.stack([g.sig for g in ok]),
-                                       np.stack([g.psf_sig for g in ok]), 1.0, SHAPE, True)
-    static = batch._Static(SHAPE, True, "tilted-plane", "hybrid", windows, exact, "float64")
     opts = F.SolverOptions()
     times = []
     for g in ok:
-        p = batch._batch_payload(static, [g], 1)
-        model = batch._model_from_payload(static, {k: v[0] for k, v in p.items()})
+        # Every galaxy's own render plan (the same for all here: one PSF), so no recompiles.
+        static = cb.BucketStatic(SHAPE, True, "tilted-plane", "hybrid", g.windows, g.exact, "float64")
+        p = cb.batch_payload(static, [g], 1)
+        model = cb.model_from_payload(static, {k: v[0] for k, v in p.items()})
         t0 = time.perf_counter()
         res = F.least_squares_jit(model, p["data"][0], p["weight"][0], p["x0"][0], p["lb"][0],
                                   p["ub"][0], opts, True)
@@ -184,9 +186,9 @@ def run_cli(imgs, errs, psf, batch_size):
 def print_rows(args, table, rows, t_batch, n_ok) -> None:
     print(f"\n{args.n} galaxies of {SHAPE[0]}x{SHAPE[1]} (one all-NaN), batch size "
           f"{table.meta['BATCHSZ']}, {jax.devices()[0].platform}")
-    print(f"{'':62s} {'seconds':>9s} {'gal/min':>9s} {'vs batched':>11s}")
-    for name, sec in rows:
-        print(f"{name:62s} {sec:9.2f} {n_ok / sec * 60:9.0f} {sec / t_batch:10.1f}x")
+    print(f"{'':62s} {'seconds':>9s} {'gal/min':>9s} {'vs batched':>11s} {'load':>5s}")
+    for name, sec, load in rows:
+        print(f"{name:62s} {sec:9.2f} {n_ok / sec * 60:9.0f} {sec / t_batch:10.1f}x {load:5.1f}")
 
 
 def main(argv=None) -> None:
@@ -227,8 +229,9 @@ def main(argv=None) -> None:
 
     def add(name: str, sec: float) -> None:
         # Printed as measured (a crash later keeps what was measured), and again in the table.
-        rows.append((name, sec))
-        print(f"  {name}: {sec:.2f} s", flush=True)
+        load = os.getloadavg()[0]
+        rows.append((name, sec, load))
+        print(f"  {name}: {sec:.2f} s (load {load:.1f})", flush=True)
 
     add("fit_catalog, first call (setup+compile+fit)", t_first)
     add("fit_catalog, compiled", t_batch)

@@ -264,7 +264,8 @@ def fitter_from_ASDF(file_name: str, init_dict: dict | None = None,
 def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux=None,
                       psf_oversamp: float = 1, sky_model: bool = True, log_file: str | None = None,
                       readnoise=None, gain=None, exp_time=None, num_components=None,
-                      component_widths=None, log_weight_scale: bool = True, **fitter_kwargs):
+                      component_widths=None, log_weight_scale: bool = True,
+                      force_position: bool = False, **fitter_kwargs):
     """Build a :class:`Fitter` from an image and a pixelised PSF, with 1.1's recipe.
 
     Fits the PSF with Gaussians (``PSFFitter.auto_fit``), runs sep for the background, the
@@ -294,6 +295,9 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
         Widths to use instead.
     log_weight_scale : bool
         Fluxes in log10.
+    force_position : bool
+        Fit at ``(x0, y0)`` even when no source is detected near it (a warning instead of a
+        ``ValueError``).
     **fitter_kwargs
         Passed on to :class:`Fitter` (e.g. ``render_mode``, ``verbose``).
 
@@ -307,7 +311,9 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
     setup = prepare.prepare_inputs(
         im, psf, mask=mask, err=err, x0=x0, y0=y0, re=re, flux=flux, psf_oversamp=psf_oversamp,
         readnoise=readnoise, gain=gain, exp_time=exp_time, num_components=num_components,
-        component_widths=component_widths)
+        component_widths=component_widths, force_position=force_position,
+        sky_type=fitter_kwargs.get("sky_type", "tilted-plane") if sky_model else None,
+        log_weight_scale=log_weight_scale)
     return Fitter(setup.img, setup.sig, setup.psf_sig, setup.psf_a, weight=setup.weight,
                   mask=setup.mask, init_dict=setup.init_dict, sky_model=sky_model,
                   log_file=log_file, log_weight_scale=log_weight_scale, **fitter_kwargs)

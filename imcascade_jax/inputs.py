@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from imcascade_jax.errors import NoUsablePixelsError
+
 _SELECTOR = re.compile(r"^(?P<path>.+?)\[(?P<hdu>[^\[\]]+)\]$")
 #: Smallest image side accepted: a fit needs a centre with neighbours on every side.
 MIN_IMAGE_SIDE = 3
@@ -219,7 +221,8 @@ def validate_image(img: Any, weight: Any = None, mask: Any = None, name: str = "
     ------
     ValueError
         A non-2-D image or one smaller than 3x3, shapes that differ, negative or infinite
-        weights, or no usable pixel at all.
+        weights; :class:`~imcascade_jax.errors.NoUsablePixelsError` (a ``ValueError``) when no
+        pixel is usable at all.
     """
     masked_img = np.ma.getmaskarray(img) if isinstance(img, np.ma.MaskedArray) else None
     img = as_array(img, name)
@@ -241,5 +244,6 @@ def validate_image(img: Any, weight: Any = None, mask: Any = None, name: str = "
     weight[bad] = 0.0
     bad |= weight <= 0
     if not np.any(~bad):
-        raise ValueError(f"every pixel of '{name}' is masked, non-finite or has zero weight: nothing to fit")
+        raise NoUsablePixelsError(f"every pixel of '{name}' is masked, non-finite or has zero weight: "
+                                  "nothing to fit")
     return img, weight, bad

@@ -20,7 +20,7 @@ from scipy.signal import fftconvolve
 from imcascade_jax import fit as F
 from imcascade_jax.batch import (
     STATUS_BAD_INPUT,
-    _batch_function,
+    batch_function,
     choose_batch_size,
     common_plan,
     default_strategy,
@@ -124,7 +124,7 @@ def test_matches_per_galaxy_fitter(table, catalog):
 
 def test_second_call_does_not_recompile(table, catalog):
     imgs, errs, mask, psf, _ = catalog
-    fn = _batch_function(F.SolverOptions(), True, default_strategy())
+    fn = batch_function(F.SolverOptions(), True, default_strategy())
     before = fn._cache_size()
     again = fit_catalog(imgs, psf, err=errs, mask=mask, **KW)
     assert fn._cache_size() == before
@@ -205,17 +205,20 @@ def test_choose_batch_size():
 
 
 def test_psf_decomposition_per_galaxy():
-    """Distinct PSFs decomposed once each, with a fixed number of Gaussians; bad PSFs reported."""
-    from imcascade_jax.batch import _decompose_psfs
+    """Distinct PSFs decomposed once each, with a fixed number of Gaussians; bad PSFs reported
+    as a PSFError (a ValueError), no PSF as None."""
+    from imcascade_jax.catalog_setup import decompose_psfs
+    from imcascade_jax.errors import PSFError
 
     a, b = moffat_psf(11, core=1.5, power=3.0), moffat_psf(11, core=2.0, power=3.0)
     bad = np.full((11, 11), np.nan)
-    out, errors = _decompose_psfs([a, b, a, bad], 2, 1.0)
-    assert [len(o[0]) if o else None for o in out] == [2, 2, 2, None]
+    out = decompose_psfs([a, b, a, bad, None], 2, 1.0)
+    assert [len(o[0]) for o in out[:3]] == [2, 2, 2]
     np.testing.assert_array_equal(out[0][0], out[2][0])
     assert not np.allclose(out[0][0], out[1][0])
     np.testing.assert_allclose([o[1].sum() for o in out[:3]], 1.0)
-    assert errors[:3] == ["", "", ""] and "non-finite" in errors[3]
+    assert isinstance(out[3], PSFError) and "non-finite" in str(out[3])
+    assert out[4] is None
 
 
 def test_bad_psf_flags_only_its_galaxy(table, catalog):
@@ -334,3 +337,110 @@ def test_sharded_across_two_cpu_devices(tmp_path):
                          timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+# ---------------------------------------------------------------- per-galaxy set-up, arguments
+
+
+def _two_gaussian_psf(size: int, sig=(1.0, 3.0), frac=(0.7, 0.3)) -> np.ndarray:
+    r2 = np.add.outer((np.arange(size) - size // 2) ** 2, (np.arange(size) - size // 2) ** 2)
+    psf = sum(f * np.exp(-0.5 * r2 / s**2) / s**2 for s, f in zip(sig, frac, strict=True))
+    return psf / psf.sum()
+
+
+@pytest.fixture(scope="module")
+def mixed_catalog():
+    """Three cutouts of different shapes, each with its own PSF (different stamp sizes and
+    numbers of Gaussians), one with a given position."""
+    shapes = [(32, 32), (36, 30), (30, 34)]
+    psfs = [moffat_psf(11, core=1.5, power=3.0), _two_gaussian_psf(15), moffat_psf(13, core=2.2, power=2.5)]
+    rng = np.random.default_rng(11)
+    imgs, errs = [], []
+    for k, (shape, psf) in enumerate(zip(shapes, psfs, strict=True)):
+        centre = (shape[0] / 2 + (2.0 if k == 2 else 0.0), shape[1] / 2)
+        clean = sersic_image(shape, *centre, 1.2, 2.5, 400.0, 0.6, 0.5 + k, oversample=8)
+        imgs.append(fftconvolve(clean, psf, mode="same") + rng.normal(0, 0.02, shape))
+        errs.append(np.full(shape, 0.02))
+    return imgs, errs, psfs, [None, None, shapes[2][0] / 2 + 2.0], [None, None, shapes[2][1] / 2]
+
+
+@pytest.mark.slow
+def test_per_galaxy_psfs_and_shapes_match_initialize_fitter_in_any_order(mixed_catalog):
+    """Every row is initialize_fitter(...).run_ls_min() of that galaxy (to 1e-6), with PSFs of
+    different component counts and cutouts of different shapes, whatever the catalog's order."""
+    from imcascade_jax.fitter import initialize_fitter
+
+    imgs, errs, psfs, x0, y0 = mixed_catalog
+    table = fit_catalog(imgs, psfs, err=errs, x0=x0, y0=y0, progress=False)
+    n_psf = [int(np.sum(np.isfinite(row))) for row in np.asarray(table["psf_sig"])]
+    assert len(set(n_psf)) > 1  # the PSFs really differ in their number of Gaussians
+    for i in range(3):
+        f = initialize_fitter(imgs[i], psfs[i], err=errs[i], x0=x0[i], y0=y0[i], verbose=False)
+        f.run_ls_min()
+        assert table["status"][i] == f.min_res.status
+        np.testing.assert_allclose(np.asarray(table["psf_sig"][i])[:n_psf[i]], f.psf_sig, rtol=1e-12)
+        n = len(f.sig)
+        params = np.asarray(table["params"][i])
+        np.testing.assert_allclose(params[:4 + n], f.min_param[:4 + n], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(params[-3:], f.min_param[-3:], rtol=1e-6, atol=1e-9)
+    order = [2, 0, 1]
+    shuffled = fit_catalog([imgs[k] for k in order], [psfs[k] for k in order],
+                           err=[errs[k] for k in order], x0=[x0[k] for k in order],
+                           y0=[y0[k] for k in order], ids=order, progress=False)
+    for j, k in enumerate(order):
+        np.testing.assert_allclose(np.asarray(shuffled["params"][j]), np.asarray(table["params"][k]),
+                                   rtol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"batch_size": -3}, "batch_size"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"num_components": 3.7}, "num_components"),
+    ({"psf_components": 0}, "psf_components"),
+    ({"psf_oversamp": 0.0}, "psf_oversamp"),
+    ({"zpt": np.nan}, "zpt"),
+    ({"render_mode": "fast"}, "render_mode"),
+    ({"dtype": "int32"}, "dtype"),
+    ({"devices": []}, "devices"),
+    ({"x0": [1.0, 2.0]}, "x0"),
+    ({"options": 3}, "options"),
+])
+def test_bad_arguments_raise_before_any_setup(catalog, kwargs, match):
+    imgs, errs, mask, psf, _ = catalog
+    with pytest.raises((ValueError, TypeError), match=match):
+        fit_catalog(imgs, psf, err=errs, progress=False, **kwargs)
+
+
+def test_table_flags_every_non_success_with_its_message():
+    """Solver codes the table has never seen (STALLED, NO_PROGRESS, AT_BOUND) are flagged and
+    described by imcascade_jax.status.describe."""
+    from imcascade_jax.catalog_setup import Galaxy
+    from imcascade_jax.catalog_table import make_table
+    from imcascade_jax.status import FitStatus, describe
+
+    codes = [FitStatus.CONVERGED_FTOL, FitStatus.STALLED, FitStatus.NO_PROGRESS, FitStatus.AT_BOUND,
+             FitStatus.MAX_STEPS]
+    sig = np.array([1.0, 2.0])
+    gals = [Galaxy(i, sig=sig, n_good=100) for i in range(len(codes))]
+    gals.append(Galaxy(len(codes), int(FitStatus.NO_SOURCE), "bad input: no source found: none"))
+    x = np.array([10.0, 10.0, 0.5, 1.0, 1.0, 1.5, 0.0, 0.0, 0.0])
+    res = {i: {"x": x, "chi2": np.array(90.0), "n_steps": np.array(5), "status": np.array(int(c)),
+               **{k: np.array(1.0) for k in ("flux", "r20", "r50", "r80", "r90", "C80_20", "C90_50")}}
+           for i, c in enumerate(codes)}
+    t = make_table(gals, res, list(range(len(gals))), 0.0, "tilted-plane")
+    assert list(t["flag"]) == [False, True, True, True, True, True]
+    assert list(t["message"][:5]) == [describe(int(c)) for c in codes]
+    assert t["status"][5] == FitStatus.NO_SOURCE and "no source" in t["message"][5]
+    assert t["chi2_red"][0] == pytest.approx(90.0 / (100 - 9))
+
+
+def test_setup_errors_classified_by_type():
+    from imcascade_jax.catalog_setup import status_of
+    from imcascade_jax.errors import NoSourceError, NoUsablePixelsError, PSFError, SetupError
+    from imcascade_jax.status import FitStatus
+
+    assert status_of(NoUsablePixelsError("x")) == FitStatus.BAD_INPUT
+    assert status_of(PSFError("x")) == FitStatus.BAD_INPUT
+    assert status_of(NoSourceError("no source, said the message")) == FitStatus.NO_SOURCE
+    assert status_of(SetupError("no source")) == FitStatus.SETUP_FAILED  # the type decides
+    assert status_of(ValueError("no source")) == FitStatus.SETUP_FAILED

@@ -17,7 +17,8 @@ import pytest
 from astropy.io import fits
 from astropy.modeling.functional_models import Moffat2D
 
-from imcascade_jax.psf_fitter import PSFFitter, _pixel_gaussians
+from imcascade_jax.psf_decompose import pixel_gaussians as _pixel_gaussians
+from imcascade_jax.psf_fitter import PSFFitter
 
 matplotlib.use("Agg")
 
@@ -91,7 +92,7 @@ def test_profile_matches_exact_annuli(quickstart):
 
 
 def test_binning_of_constant_image_is_constant():
-    from imcascade_jax.psf_fitter import _RadialBinning
+    from imcascade_jax.psf_decompose import RadialBinning as _RadialBinning
 
     binning = _RadialBinning((21, 24), 10.3, 11.6, 9)
     np.testing.assert_allclose(binning.means(np.full((21, 24), 3.0)), 3.0, rtol=1e-12)
@@ -197,10 +198,10 @@ def test_multi_gauss_1d_ls_floor(quick_fitter):
 
 
 def test_profile_jacobian_matches_finite_differences(quick_fitter):
-    from imcascade_jax.psf_fitter import _LogProfileResiduals
+    from imcascade_jax.psf_decompose import LogProfileResiduals as _LogProfileResiduals
 
     use = quick_fitter.intens > 1e-4 * quick_fitter.intens.max()
-    objective = _LogProfileResiduals(quick_fitter._binning, use, quick_fitter.intens[use])
+    objective = _LogProfileResiduals(quick_fitter._profile.binning, use, quick_fitter.intens[use])
     p = np.array([0.6, np.log(1.3), 0.35, np.log(2.9), 0.05, np.log(6.0)])
     step = 1e-6
     numeric = np.column_stack(

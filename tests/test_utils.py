@@ -247,3 +247,57 @@ def test_ref_min_diff_array(imc_utils):
         np.array([0.0, 3e6]),
     ):
         assert utils.min_diff_array(arr) == pytest.approx(imc_utils.min_diff_array(arr), rel=1e-14)
+
+
+def test_utils_is_a_shim_over_the_core():
+    """Every 1.1 name of ``utils`` is the core's object (no second implementation)."""
+    from imcascade_jax import result_keys, setup_maths
+
+    for name in utils.__all__:
+        home = result_keys if name == "vars_to_use" else setup_maths
+        assert getattr(utils, name) is getattr(home, name), name
+
+
+CORE = ("psf_decompose", "setup_maths", "result_keys", "defaults", "model", "render", "fit",
+        "params", "likelihood", "derivatives", "analysis", "status", "errors")
+NOT_IN_CORE = ("batch", "catalog_", "io", "cli", "inputs", "prepare", "detect", "fitter", "mgm",
+               "psf_fitter", "results", "utils", "psf_figure")
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_modules_import_no_shim_or_application_module(module):
+    import ast
+    from pathlib import Path
+
+    import imcascade_jax
+
+    path = Path(imcascade_jax.__file__).parent / f"{module}.py"
+    tree = ast.parse(path.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("imcascade_jax"):
+            imported |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names if a.name.startswith("imcascade_jax")}
+    for name in imported:
+        parts = name.split(".")[1:]
+        assert not any(p.startswith(NOT_IN_CORE) for p in parts), f"{module} imports {name}"
+
+
+def test_psf_and_setup_modules_depend_on_the_core_only():
+    """The set-up (prepare, detect, defaults) and the catalog modules do not import the 1.1 shims."""
+    import ast
+    from pathlib import Path
+
+    import imcascade_jax
+
+    shims = {"imcascade_jax.psf_fitter", "imcascade_jax.utils", "imcascade_jax.fitter",
+             "imcascade_jax.mgm", "imcascade_jax.results"}
+    root = Path(imcascade_jax.__file__).parent
+    for module in ("prepare", "detect", "defaults", "batch", "catalog_inputs", "catalog_setup",
+                   "catalog_batches", "catalog_schedule", "catalog_table"):
+        tree = ast.parse((root / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+                assert not names & shims, f"{module} imports {names & shims}"
