@@ -324,6 +324,20 @@ def test_verbose_belongs_to_each_fitter(small, caplog, tmp_path):
     assert caplog.records[0].name.startswith("imcascade_jax.fitter.")
 
 
+def test_initialize_fitter_logs_its_set_up_in_the_fitters_file(small, tmp_path):
+    """sep's and the weights' set-up lines, logged before the fitter exists, go to its file too;
+    the package logger's level is left as it was."""
+    path = tmp_path / "setup.log"
+    f = initialize_fitter(small.img, None, err=small.err, re=2.5, flux=50.0, verbose=True,
+                          log_file=str(path))
+    f.close()
+    text = path.read_text()
+    for line in ("No PSF given", "Using given errors to calculate pixel weights",
+                 "No PSF input, running in non-psf mode"):
+        assert text.count(line) == 1, line
+    assert logging.getLogger("imcascade_jax").level == logging.NOTSET
+
+
 def test_log_files_are_closed_by_close_with_and_garbage_collection(small, tmp_path):
     path = tmp_path / "with.log"
     with quick_fitter(small.img, verbose=True, log_file=str(path)) as f:
