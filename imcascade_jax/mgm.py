@@ -18,6 +18,8 @@ call into :mod:`imcascade_jax.render`. Differences from 1.1 (see ``docs/coming_f
 
 from __future__ import annotations
 
+import inspect
+import os
 import warnings
 from functools import partial
 from typing import Any
@@ -49,6 +51,16 @@ def check_float_dtype(dtype: Any) -> Any:
     return dtype
 
 
+def _caller_outside_package() -> int:
+    """``stacklevel`` (as seen from the function calling this one) of the first frame outside
+    this package, so that a warning points at the user's code."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def normalised_psf_weights(psf_a: Any) -> np.ndarray | None:
     """``psf_a`` scaled to unit sum (None stays None).
 
@@ -70,7 +82,7 @@ def normalised_psf_weights(psf_a: Any) -> np.ndarray | None:
     if abs(total - 1.0) > PSF_A_SUM_RTOL:
         warnings.warn(f"'psf_a' sums to {total:.6g}, not 1: normalised to unit sum (a PSF "
                       f"mixture that does not sum to 1 would scale every fitted flux by "
-                      f"{1.0 / total:.4g})", UserWarning, stacklevel=3)
+                      f"{1.0 / total:.4g})", UserWarning, stacklevel=_caller_outside_package())
     return arr / total
 
 
@@ -150,7 +162,8 @@ class MultiGaussModel:
                  sky_type: str = "tilted-plane", render_mode: str = "hybrid",
                  log_weight_scale: bool = True, psf_shape: dict | None = None, dtype: Any = None):
         check_float_dtype(dtype)
-        psf_a = normalised_psf_weights(psf_a)
+        if psf_sig is not None and np.size(psf_a) == np.size(psf_sig):
+            psf_a = normalised_psf_weights(psf_a)  # otherwise make_model says what is wrong
         self.model = make_model(shape, sig, psf_sig, psf_a, psf_shape=psf_shape,
                                 sky_type=sky_type if sky_model else None, render_mode=render_mode,
                                 log_weight_scale=log_weight_scale, dtype=dtype)

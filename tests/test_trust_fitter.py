@@ -135,8 +135,9 @@ def test_only_float32_and_float64_dtypes(small, dtype):
 
 
 def test_psf_a_not_summing_to_one_is_normalised_with_a_warning(small):
-    with pytest.warns(UserWarning, match=r"'psf_a' sums to 0\.5, not 1"):
+    with pytest.warns(UserWarning, match=r"'psf_a' sums to 0\.5, not 1") as record:
         half = quick_fitter(small.img, psf_sig=PSF_SIG, psf_a=0.5 * PSF_A)
+    assert record[0].filename == __file__  # points at the caller, not into the package
     unit = quick_fitter(small.img, psf_sig=PSF_SIG, psf_a=PSF_A)
     np.testing.assert_allclose(half.psf_a, PSF_A, rtol=1e-15)
     p = unit.param_init
