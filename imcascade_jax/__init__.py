@@ -11,6 +11,7 @@ The classes and functions below are imported on first use (module ``__getattr__`
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from imcascade_jax import _config  # noqa: F401  (float64 and the compilation cache, first)
@@ -29,6 +30,10 @@ _LAZY = {
     "ImcascadeResults": "imcascade_jax.results",
     "MultiResults": "imcascade_jax.results",
 }
+
+# Library etiquette: no output unless the application configures logging (each Fitter adds its
+# own console fallback, see imcascade_jax.logs).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Fitter",

@@ -17,7 +17,6 @@ Differences from imcascade 1.1 (see ``docs/posteriors.md``):
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import jax
@@ -25,8 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from imcascade_jax import sample as _sample
-
-logger = logging.getLogger("imcascade_jax")
 
 METHODS = ("full", "express")
 DYNESTY_PRIORS = ("min_results", "uniform", "cauchy")
@@ -36,7 +33,7 @@ DEFAULT_TARGET_ACCEPT = {"express": 0.95, "full": 0.9}
 
 
 class PosteriorMethods:
-    """Mixin adding 1.1's posterior methods (and NUTS) to ``Fitter``."""
+    """Mixin adding 1.1's posterior methods (and NUTS) to ``Fitter`` (logs on ``self.logger``)."""
 
     # -- express mode -------------------------------------------------------------------------
     def set_up_express_run(self, set_params: Any = None) -> np.ndarray:
@@ -71,10 +68,10 @@ class PosteriorMethods:
                 raise ValueError(f"'set_params' needs (x0, y0, q, phi), got {set_params!r}")
             structural = structural[:4]
         self.exp_set_params = structural.copy()
-        logger.info("Parameters to be set for pre-rendered images:")
-        logger.info("\t Galaxy Center: %.2f,%.2f", structural[0], structural[1])
-        logger.info("\t Axis Ratio: %.5f", structural[2])
-        logger.info("\t PA: %.5f", structural[3])
+        self.logger.info("Parameters to be set for pre-rendered images:")
+        self.logger.info("\t Galaxy Center: %.2f,%.2f", structural[0], structural[1])
+        self.logger.info("\t Axis Ratio: %.5f", structural[2])
+        self.logger.info("\t PA: %.5f", structural[3])
 
         has_ls = getattr(self, "min_res", None) is not None
         ref = np.asarray(self.min_res.x[4:], float) if has_ls else None
@@ -108,7 +105,7 @@ class PosteriorMethods:
 
     def _require_express(self) -> None:
         if getattr(self, "_express", None) is None:
-            logger.info("Setting up pre-rendered images")
+            self.logger.info("Setting up pre-rendered images")
             self.set_up_express_run()
 
     def make_express_model(self, exp_params: Any) -> jax.Array:
@@ -305,12 +302,12 @@ class PosteriorMethods:
         """
         _sample.require_dynesty()
         ld, _, to_params = self._posterior(method, prior)
-        logger.info("Running dynesty using the %s method", method)
+        self.logger.info("Running dynesty using the %s method", method)
         pri = ld.prior
         res = _sample.run_dynesty(jax.jit(ld.log_like),
                                   jax.jit(lambda u: _sample.prior_transform(pri, u)), ld.ndim,
                                   sampler_kwargs, run_nested_kwargs, seed=seed)
-        logger.info("Finished running dynesty, calculating posterior")
+        self.logger.info("Finished running dynesty, calculating posterior")
         self.dynesty_sampler = res.sampler
         self.logz, self.logz_err = res.logz, res.logz_err
         samples = np.asarray(jax.vmap(to_params)(jnp.asarray(res.samples)))
@@ -370,7 +367,7 @@ class PosteriorMethods:
         ld, x0, to_params = self._posterior(method, prior)
         if target_accept is None:
             target_accept = DEFAULT_TARGET_ACCEPT[method]
-        logger.info("Running NUTS (%s, %s) using the %s method", backend, prior, method)
+        self.logger.info("Running NUTS (%s, %s) using the %s method", backend, prior, method)
         # One compiled program (cached: a second fit of the same shapes reuses it) maps the
         # start into the sampler's coordinates, runs warmup and sampling, and maps the samples
         # back to the fitter's parameters.
@@ -386,8 +383,8 @@ class PosteriorMethods:
         self.nuts_diagnostics = diag
         self.nuts_result = res
         for problem in _sample.diagnostics_warnings(diag):
-            logger.warning("NUTS: %s", problem)
-        logger.info("Finished NUTS: min ESS %.0f, %d gradient evaluations, %.1f s",
+            self.logger.warning("NUTS: %s", problem)
+        self.logger.info("Finished NUTS: min ESS %.0f, %d gradient evaluations, %.1f s",
                     diag["min_ess"], diag["num_grad_evals"], diag["wall_s"])
         self.post_method = "nuts-" + method
         return self._store_posterior(flat, method)

@@ -7,7 +7,6 @@ The classes here hold data and settings and call the functional core
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any
 
@@ -19,10 +18,18 @@ from imcascade_jax import fit as _fit
 from imcascade_jax import likelihood as _like
 from imcascade_jax._posterior_methods import PosteriorMethods
 from imcascade_jax.defaults import check_bounds, starting_point
+from imcascade_jax.inputs import (
+    MIN_IMAGE_SIDE,
+    as_array,
+    bad_pixel_mask,
+    is_path,
+    validate_image,
+    weight_from_errors,
+)
+from imcascade_jax.logs import FitterLog, package_records_to
 from imcascade_jax.mgm import MultiGaussModel
 
 log2pi = float(np.log(2.0 * np.pi))
-logger = logging.getLogger("imcascade_jax")
 #: Smallest axis ratio the solver visits (q = 0 is a degenerate, zero-area model).
 Q_FLOOR = 1e-3
 
@@ -41,36 +48,18 @@ class LeastSquaresResult(dict):
         return list(self.keys())
 
 
-def _validate_image(img, weight, mask):
-    img = np.array(img, dtype=float)  # a copy: never modify the caller's arrays
-    if img.ndim != 2:
-        raise ValueError(f"'img' must be a 2-D array, got shape {img.shape}")
-    if weight is None:
-        weight = np.ones(img.shape)
-    else:
-        weight = np.array(weight, dtype=float)
-        if weight.shape != img.shape:
-            raise ValueError(f"'weight' must have the same shape as 'img' {img.shape}, got {weight.shape}")
-        bad = ~np.isnan(weight) & (~np.isfinite(weight) | (weight < 0))
-        if np.any(bad):
-            raise ValueError(f"'weight' must be finite and >= 0; {int(bad.sum())} pixels are not")
-    if mask is None:
-        mask = np.zeros(img.shape)
-    else:
-        mask = np.array(mask, dtype=float)
-        if mask.shape != img.shape:
-            raise ValueError(f"'mask' must have the same shape as 'img' {img.shape}, got {mask.shape}")
-    weight[mask == 1] = 0.0
-    nan = np.isnan(img) | np.isnan(weight) | ~np.isfinite(img)
-    if np.any(nan):
-        warnings.warn(f"masking {int(nan.sum())} non-finite pixels of 'img'/'weight'", stacklevel=3)
-        logger.warning("Masking %d non-finite pixels", int(nan.sum()))
-        img[nan] = 0.0
-        weight[nan] = 0.0
-        mask[nan] = 1.0
-    if not np.any(weight > 0):
-        raise ValueError("every pixel is masked or has zero 'weight': nothing to fit")
-    return img, weight, mask
+def _checked_image(img, weight, mask):
+    """:func:`~imcascade_jax.inputs.validate_image`'s image, weights and mask, keeping (as 1.1
+    does) the finite values of masked pixels in the image (a masked array's masked values
+    excepted)."""
+    if is_path(img):
+        img = as_array(img, "img")
+    clean, weight, bad = validate_image(img, weight, mask)
+    if not isinstance(img, np.ma.MaskedArray):
+        raw = np.asarray(img, dtype=float)
+        keep = bad & np.isfinite(raw)
+        clean[keep] = raw[keep]
+    return clean, weight, bad
 
 
 def _validate_sig(sig):
@@ -82,32 +71,26 @@ def _validate_sig(sig):
     return sig
 
 
-def _configure_logging(verbose: bool, log_file: str | None) -> None:
-    # Our own logger only: 1.1 reconfigured the root logger on every Fitter.
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    wanted = log_file or "<stream>"
-    if not any(getattr(h, "_imcascade_target", None) == wanted for h in logger.handlers):
-        handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s - %(message)s"))
-        handler._imcascade_target = wanted
-        logger.addHandler(handler)
-
-
 class Fitter(PosteriorMethods, MultiGaussModel):
     """A class used to fit images with MultiGaussModel (imcascade 1.1 interface).
 
+    Inputs follow :mod:`imcascade_jax.inputs`: arrays or FITS paths, any nonzero/True mask value
+    masks a pixel, numpy masked arrays are honoured.
+
     Parameters
     ----------
-    img : 2D array
-        Data to fit: a cutout with the object near the centre.
+    img : 2D array, numpy masked array or FITS path
+        Data to fit: a cutout (at least 3x3 pixels) with the object near the centre.
+        Non-finite pixels are masked, with one warning.
     sig : 1D array
         Widths of the Gaussian components (positive, increasing).
     psf_sig, psf_a : 1D array or None
-        Gaussian decomposition of the PSF; both ``None`` for no PSF.
-    weight : 2D array, optional
-        Pixel weights (inverse variance); ones if ``None``.
-    mask : 2D array, optional
-        1/True for pixels to ignore (their weight is set to 0).
+        Gaussian decomposition of the PSF; both ``None`` for no PSF. ``psf_a`` is normalised to
+        unit sum (a warning names the sum when it is off by more than 0.1%).
+    weight : 2D array or FITS path, optional
+        Pixel weights (inverse variance, >= 0; NaN masks the pixel); ones if ``None``.
+    mask : 2D array, numpy masked array or FITS path, optional
+        Pixels to ignore: any nonzero or True value (0/1, 0/255 and boolean masks all work).
     sky_model : bool, optional
         Fit a sky model.
     sky_type : {'tilted-plane', 'flat'}
@@ -117,25 +100,39 @@ class Fitter(PosteriorMethods, MultiGaussModel):
     log_weight_scale : bool, optional
         Fluxes in log10 (default) or linear.
     verbose : bool, optional
-        Log progress at INFO level on the ``imcascade_jax`` logger.
+        Log this fitter's progress at INFO level (otherwise warnings only); see
+        :mod:`imcascade_jax.logs`.
     psf_shape : dict, optional
         ``{'q':..., 'phi':...}`` of an elliptical PSF.
     init_dict, bounds_dict : dict, optional
         Initial guesses and bounds (keys ``x0 y0 q phi sky0 sky1 sky2 re flux a_max a_min
         a<i>``).
     log_file : str, optional
-        Also log to this file.
+        Also write this fitter's log to this file (appended); closed by :meth:`close`, at the
+        end of a ``with`` block, or when the fitter is garbage-collected.
     likelihood : {'gaussian', 'poisson'}, optional
         Likelihood used by the samplers (an addition to 1.1).
     dtype : dtype, optional
         float64 (default) or float32 (an addition to 1.1).
 
+    Attributes
+    ----------
+    img, weight : numpy.ndarray
+        The image (non-finite pixels set to 0) and weights (0 where masked).
+    mask : numpy.ndarray
+        float, 1 for every pixel ignored (masked, non-finite or of zero weight), 0 elsewhere.
+    logger : logging.Logger
+        This fitter's logger, ``imcascade_jax.fitter.<n>``.
+
     Raises
     ------
     ValueError
-        Shape mismatches among img/weight/mask, negative or non-finite weights, every pixel
-        masked, ``sig`` not positive and increasing, initial values outside their bounds, or
-        any invalid model setting.
+        An image not 2-D or smaller than 3x3, shape mismatches among img/weight/mask,
+        negative or infinite weights, every pixel masked, ``sig`` not positive and increasing,
+        ``psf_a`` summing to <= 0, initial values outside their bounds, or any invalid model
+        setting.
+    TypeError
+        A ``dtype`` other than float32/float64, or inputs that are not arrays or paths.
     """
 
     def __init__(self, img, sig, psf_sig, psf_a, weight=None, mask=None, sky_model: bool = True,
@@ -143,21 +140,33 @@ class Fitter(PosteriorMethods, MultiGaussModel):
                  log_weight_scale: bool = True, verbose: bool = True, psf_shape: dict | None = None,
                  init_dict: dict | None = None, bounds_dict: dict | None = None,
                  log_file: str | None = None, likelihood: str = "gaussian", dtype: Any = None):
-        _configure_logging(verbose, log_file)
-        self.log_file = log_file
-        self.img, self.weight, self.mask = _validate_image(img, weight, mask)
+        self.img, self.weight, bad = _checked_image(img, weight, mask)
+        self.mask = bad.astype(float)
         sig = _validate_sig(sig)
         if likelihood not in _like.LIKELIHOODS:
             raise ValueError(f"'likelihood' must be one of {_like.LIKELIHOODS}, got {likelihood!r}")
         self.likelihood = likelihood
+        self.log_file = log_file
+        self._log = FitterLog(verbose, log_file, owner=self)
+        self.logger = self._log.logger
+        try:
+            self._set_up(sig, psf_sig, psf_a, verbose, sky_model, sky_type, render_mode,
+                         log_weight_scale, psf_shape, init_dict, bounds_dict, dtype)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(self, sig, psf_sig, psf_a, verbose, sky_model, sky_type, render_mode,
+                log_weight_scale, psf_shape, init_dict, bounds_dict, dtype) -> None:
         MultiGaussModel.__init__(self, self.img.shape, sig, psf_sig, psf_a, verbose=verbose,
                                  sky_model=sky_model, sky_type=sky_type, render_mode=render_mode,
                                  log_weight_scale=log_weight_scale, psf_shape=psf_shape,
                                  dtype=dtype)
         if not self.has_psf:
-            logger.info("No PSF input, running in non-psf mode")
+            self.logger.info("No PSF input, running in non-psf mode")
         self.log_weight = np.zeros(self.weight.shape)
         self.log_weight[self.weight > 0] = np.log(self.weight[self.weight > 0])
+        # TODO(lead): use likelihood's constant
         self.loglike_const = 0.5 * (np.sum(self.log_weight) - log2pi * np.sum(self.mask == 0))
 
         start = starting_point(self.img, self.mask, self.sig, self.Ndof_sky, log_weight_scale,
@@ -170,6 +179,21 @@ class Fitter(PosteriorMethods, MultiGaussModel):
         self.bnds = (self.lb, self.ub)
         self.init_dict, self.bounds_dict = start.init_dict, start.bounds_dict
         self.param_names = names
+
+    # -- log file -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close and detach this fitter's log file (if any); idempotent.
+
+        The fitter stays usable; later log lines go to the console (or the application's
+        handlers) only.
+        """
+        self._log.close()
+
+    def __enter__(self) -> Fitter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     # -- likelihood pieces ----------------------------------------------------------------
     def resid_1d(self, params):
@@ -205,7 +229,7 @@ class Fitter(PosteriorMethods, MultiGaussModel):
             ``min_param``, the best-fit parameter vector (also stored, with ``min_res``).
         """
         options = _fit.solver_options(ls_kwargs or {})
-        logger.info("Running least squares minimization")
+        self.logger.info("Running least squares minimization")
         lb, ub = self._solver_bounds()
         periodic = bool(np.isclose(ub[3] - lb[3], np.pi))
         # Padded to a bucket shape: images of similar sizes share one compiled fit.
@@ -222,18 +246,38 @@ class Fitter(PosteriorMethods, MultiGaussModel):
             message=_fit.STATUS_MESSAGES[status])
         self.min_param = np.asarray(res.x)
         if status <= 0:
-            logger.warning("Least squares did not converge: %s", _fit.STATUS_MESSAGES[status])
-        logger.info("Finished least squares minimization (%d steps, chi2 = %.6g)",
+            self.logger.warning("Least squares did not converge: %s", _fit.STATUS_MESSAGES[status])
+        self.logger.info("Finished least squares minimization (%d steps, chi2 = %.6g)",
                     int(res.n_steps), float(res.chi2))
         return self.min_param
 
     # -- results --------------------------------------------------------------------------
-    def save_results(self, file_name: str) -> dict:
-        """Save data, settings and results to an ASDF file readable by imcascade 1.1."""
+    def save_results(self, file_name: str, overwrite: bool = False) -> dict:
+        """Save data, settings and results to an ASDF file readable by imcascade 1.1.
+
+        Parameters
+        ----------
+        file_name : str or path
+            The file to write.
+        overwrite : bool, optional
+            Replace an existing file (otherwise ``FileExistsError``, before any work).
+
+        Returns
+        -------
+        dict
+            The tree written.
+
+        Raises
+        ------
+        FileExistsError
+            ``file_name`` exists and ``overwrite`` is False.
+        ValueError
+            ``file_name`` is a directory.
+        """
         from imcascade_jax import io
 
-        logger.info("Saving results to: %s", file_name)
-        return io.save_results(self, file_name)
+        self.logger.info("Saving results to: %s", file_name)
+        return io.save_results(self, file_name, overwrite=overwrite)
 
 
 def fitter_from_ASDF(file_name: str, init_dict: dict | None = None,
@@ -246,10 +290,16 @@ def fitter_from_ASDF(file_name: str, init_dict: dict | None = None,
         ASDF file.
     init_dict, bounds_dict : dict, optional
         Passed to the Fitter.
+
+    Raises
+    ------
+    imcascade_jax.io.ResultsFileError
+        (a ``ValueError``) The file is unreadable, truncated, corrupted, or lacks ``img`` or
+        ``sig``.
     """
     from imcascade_jax import io
 
-    tree = io.load_results(file_name)
+    tree = io.load_results(file_name, required=("img", "sig"))
     kwargs = {k: tree[k] for k in ("weight", "mask", "sky_model", "render_mode",
                                    "log_weight_scale", "verbose", "log_file", "psf_shape",
                                    "sky_type") if tree.get(k) is not None}
@@ -275,10 +325,16 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
 
     Parameters
     ----------
-    im, psf : str or 2D array
-        Image and PSF, as arrays or FITS paths (first HDU with data); ``psf=None`` for no PSF.
-    mask, err : 2D array, optional
-        Mask (1 = ignore) and per-pixel errors.
+    im : 2D array, numpy masked array or FITS path
+        Image (at least 3x3); non-finite and masked-array-masked pixels are masked.
+    psf : 2D array, FITS path or None
+        Pixelised PSF; ``None`` for no PSF.
+    mask : 2D array, numpy masked array or FITS path, optional
+        Pixels to ignore: any nonzero or True value. Without it, sep's mask of the other
+        sources is used.
+    err : 2D array or FITS path, optional
+        Per-pixel errors (>= 0; zero or NaN masks the pixel, negative values raise
+        ``ValueError``).
     x0, y0, re, flux : float, optional
         Guesses for the centre, size and flux.
     psf_oversamp : float
@@ -286,7 +342,7 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
     sky_model : bool
         Fit a tilted-plane sky.
     log_file : str, optional
-        Also log to this file.
+        Also log to this file (set-up included).
     readnoise, gain, exp_time : float, optional
         Used for the errors when ``err`` is None.
     num_components : int, optional
@@ -307,14 +363,36 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
     """
     from imcascade_jax import prepare
 
-    _configure_logging(fitter_kwargs.get("verbose", True), log_file)
-    setup = prepare.prepare_inputs(
-        im, psf, mask=mask, err=err, x0=x0, y0=y0, re=re, flux=flux, psf_oversamp=psf_oversamp,
-        readnoise=readnoise, gain=gain, exp_time=exp_time, num_components=num_components,
-        component_widths=component_widths, force_position=force_position,
-        sky_type=fitter_kwargs.get("sky_type", "tilted-plane") if sky_model else None,
-        log_weight_scale=log_weight_scale)
+    img = as_array(im, "im")
+    if min(img.shape) < MIN_IMAGE_SIDE:
+        raise ValueError(f"'im' must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels, "
+                         f"got shape {img.shape}")
+    given_bad = np.ma.getmaskarray(im) if isinstance(im, np.ma.MaskedArray) else \
+        np.zeros(img.shape, dtype=bool)
+    if mask is not None:
+        given_bad = given_bad | bad_pixel_mask(mask, img.shape)
+    n_non_finite = int(np.sum(~np.isfinite(img) & ~given_bad))
+    if n_non_finite:
+        warnings.warn(f"masking {n_non_finite} non-finite pixels of 'im'", stacklevel=2)
+    if err is not None:
+        # One rule for errors (inputs.weight_from_errors); pixels without weight get an infinite
+        # error, i.e. weight 0, in the set-up.
+        weight = weight_from_errors(img.shape, err=err)
+        with np.errstate(divide="ignore"):
+            err = np.where(weight > 0, 1.0 / np.sqrt(weight), np.inf)
+    setup_log = FitterLog(fitter_kwargs.get("verbose", True), log_file)
+    try:
+        with package_records_to(setup_log):
+            setup = prepare.prepare_inputs(
+                img, psf, mask=None if mask is None else given_bad.astype(float), err=err, x0=x0,
+                y0=y0, re=re, flux=flux, psf_oversamp=psf_oversamp, readnoise=readnoise,
+                gain=gain, exp_time=exp_time, num_components=num_components,
+                component_widths=component_widths, force_position=force_position,
+                sky_type=fitter_kwargs.get("sky_type", "tilted-plane") if sky_model else None,
+                log_weight_scale=log_weight_scale)
+    finally:
+        setup_log.close()
+    bad = (np.asarray(setup.mask) != 0) | given_bad | ~np.isfinite(setup.img)
     return Fitter(setup.img, setup.sig, setup.psf_sig, setup.psf_a, weight=setup.weight,
-                  mask=setup.mask, init_dict=setup.init_dict, sky_model=sky_model,
+                  mask=bad, init_dict=setup.init_dict, sky_model=sky_model,
                   log_file=log_file, log_weight_scale=log_weight_scale, **fitter_kwargs)
-

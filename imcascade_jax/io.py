@@ -11,12 +11,24 @@ reads both kinds of file into plain in-memory NumPy / Python values.
 Unlike 1.1's ``fitter_from_ASDF`` (``asdf.open(..., copy_arrays=True)``, an argument removed in
 asdf 3), nothing here passes version-specific arguments to :func:`asdf.open`: arrays are copied
 out of the file before it is closed, which works with every asdf from 2.x to 6.
+
+Safety of files:
+
+- writing never replaces an existing file unless ``overwrite=True`` (checked before any work:
+  ``FileExistsError``); a directory given as the file is a ``ValueError``;
+- a file is written to a temporary file next to it and renamed into place, so a failed write
+  leaves neither a partial file nor a temporary one (and an overwritten file intact);
+- reading validates the checksums of the binary blocks (``validate_checksums=True``), and any
+  unreadable, truncated or corrupted file, or one without a required key, raises
+  :class:`ResultsFileError` (a ``ValueError``) naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asdf
@@ -27,6 +39,8 @@ from imcascade_jax.utils import vars_to_use
 __all__ = [
     "EXTRA_KEY",
     "EXTRA_ATTRS",
+    "ResultsFileError",
+    "check_writable",
     "save_results",
     "load_results",
     "read_tree",
@@ -48,6 +62,10 @@ EXTRA_ATTRS = (
 INLINE_THRESHOLD = 100
 #: Keys the ASDF library adds to every tree; they are not results.
 _ASDF_META = ("asdf_library", "history")
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be read: not ASDF, truncated, corrupted, or incomplete."""
 
 
 def sky_type_for(n_sky: int) -> str | None:
@@ -81,7 +99,8 @@ def _get(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
-def save_results(obj: Any, file_name: str | os.PathLike, extras: Mapping[str, Any] | None = None) -> dict:
+def save_results(obj: Any, file_name: str | os.PathLike, extras: Mapping[str, Any] | None = None,
+                 overwrite: bool = False) -> dict:
     """Write a fitter's (or a dict's) results to an ASDF file readable by imcascade 1.1.
 
     Parameters
@@ -97,12 +116,24 @@ def save_results(obj: Any, file_name: str | os.PathLike, extras: Mapping[str, An
     extras : mapping, optional
         More values to store under :data:`EXTRA_KEY` (they override the attributes of the same
         name).
+    overwrite : bool, optional
+        Replace an existing file.
 
     Returns
     -------
     dict
         The tree written (NumPy / Python values).
+
+    Raises
+    ------
+    FileExistsError
+        ``file_name`` exists and ``overwrite`` is False (checked before any work).
+    ValueError
+        ``file_name`` is a directory.
+    FileNotFoundError
+        The directory of ``file_name`` does not exist.
     """
+    check_writable(file_name, overwrite)
     tree = {}
     for key in vars_to_use:
         value = _get(obj, key)
@@ -117,7 +148,7 @@ def save_results(obj: Any, file_name: str | os.PathLike, extras: Mapping[str, An
             added[key] = _to_tree(value)
     added.update(_to_tree(dict(extras or {})))
     tree[EXTRA_KEY] = added
-    return write_tree(tree, file_name)
+    return write_tree(tree, file_name, overwrite=overwrite)
 
 
 def _from_tree(value: Any) -> Any:
@@ -136,33 +167,108 @@ def _from_tree(value: Any) -> Any:
 
 
 def read_tree(file_name: str | os.PathLike) -> dict:
-    """The file's tree as written (ASDF's metadata dropped), copied into memory."""
-    with asdf.open(os.fspath(file_name)) as af:
-        return {k: _from_tree(v) for k, v in af.tree.items() if k not in _ASDF_META}
+    """The file's tree as written (ASDF's metadata dropped), copied into memory.
+
+    Block checksums are validated.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ResultsFileError
+        The file is a directory, not ASDF, truncated or corrupted.
+    """
+    path = os.fspath(file_name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such results file: {path}")
+    if os.path.isdir(path):
+        raise ResultsFileError(f"{path} is a directory, not an ASDF results file")
+    try:
+        with asdf.open(path, validate_checksums=True) as af:
+            return {k: _from_tree(v) for k, v in af.tree.items() if k not in _ASDF_META}
+    except Exception as exc:  # asdf raises many kinds (ValueError, IndexError, struct.error...)
+        raise ResultsFileError(f"cannot read {path} as an ASDF results file (truncated, corrupted "
+                               f"or not ASDF): {type(exc).__name__}: {exc}") from exc
 
 
-def write_tree(tree: Mapping[str, Any], file_name: str | os.PathLike) -> dict:
+def check_writable(file_name: str | os.PathLike, overwrite: bool = False) -> str:
+    """The path of ``file_name`` if it may be written; raise otherwise.
+
+    Raises
+    ------
+    ValueError
+        ``file_name`` is a directory.
+    FileExistsError
+        ``file_name`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        Its directory does not exist.
+    """
+    path = os.fspath(file_name)
+    if os.path.isdir(path):
+        raise ValueError(f"'file_name' is a directory: {path}; give the path of a file to write")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"the directory of 'file_name' does not exist: {directory}")
+    return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_tree(tree: Mapping[str, Any], file_name: str | os.PathLike, overwrite: bool = False) -> dict:
     """Write a mapping (JAX / NumPy values converted, ``None`` entries dropped) to an ASDF file.
 
     Arrays of fewer than :data:`INLINE_THRESHOLD` elements (widths, PSF, best-fit parameters) are
     stored inline in the YAML tree: imcascade 1.1's results class opens a file without keeping it
     open, and with asdf >= 3 its lazily loaded block arrays then fail to read ("missing block");
     inline arrays are read with the tree.
+
+    The file is written next to its destination under a temporary name and renamed into place:
+    a failed write leaves no file behind (and an existing file untouched).
+
+    Raises
+    ------
+    FileExistsError
+        ``file_name`` exists and ``overwrite`` is False (checked before any work).
+    ValueError
+        ``file_name`` is a directory.
+    FileNotFoundError
+        The directory of ``file_name`` does not exist.
     """
+    path = check_writable(file_name, overwrite)
     clean = _to_tree(tree)
-    with asdf.config_context() as config:
-        config.array_inline_threshold = INLINE_THRESHOLD
-        asdf.AsdfFile(clean).write_to(os.fspath(file_name))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with asdf.config_context() as config:
+                config.array_inline_threshold = INLINE_THRESHOLD
+                asdf.AsdfFile(clean).write_to(handle)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes files readable by their owner only
+        if not overwrite and os.path.lexists(path):
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
     return clean
 
 
-def load_results(file_name: str | os.PathLike) -> dict:
+def load_results(file_name: str | os.PathLike, required: Sequence[str] = ()) -> dict:
     """Read an ASDF results file written by imcascade 1.1 or by imcascade_jax.
 
     Parameters
     ----------
     file_name : str or path
         The file.
+    required : sequence of str, optional
+        Keys the file must hold (e.g. ``('img', 'sig')`` to rebuild a fitter).
 
     Returns
     -------
@@ -175,6 +281,14 @@ def load_results(file_name: str | os.PathLike) -> dict:
         - ``sky_type`` and ``render_mode`` at top level: from :data:`EXTRA_KEY` when we wrote the
           file, otherwise implied by ``Ndof_sky`` and 1.1's default ``'hybrid'``;
         - :data:`EXTRA_KEY`: our additions (an empty dict for 1.1's files).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ResultsFileError
+        The file is not ASDF, truncated or corrupted (checksums are validated), or lacks one
+        of the ``required`` keys.
     """
     tree = read_tree(file_name)
     if "posterior" not in tree and "posterier" in tree:
@@ -189,4 +303,8 @@ def load_results(file_name: str | os.PathLike) -> dict:
         default_sky = sky_type_for(tree["Ndof_sky"]) or "tilted-plane"
         tree.setdefault("sky_type", extra.get("sky_type", default_sky))
     tree.setdefault("render_mode", extra.get("render_mode", "hybrid"))
+    missing = [key for key in required if tree.get(key) is None]
+    if missing:
+        raise ResultsFileError(f"{os.fspath(file_name)} has no {', '.join(map(repr, missing))}: "
+                               f"not a complete results file")
     return tree

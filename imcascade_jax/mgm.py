@@ -7,7 +7,10 @@ call into :mod:`imcascade_jax.render`. Differences from 1.1 (see ``docs/coming_f
   half a pixel off, up to 17% of the peak wrong);
 - ``render_mode='gauss'`` works (it crashes in 1.1);
 - unknown ``render_mode``/``sky_type`` and inconsistent PSF arguments raise ``ValueError``
-  (1.1 silently substitutes defaults);
+  (1.1 silently substitutes defaults); ``dtype`` must be float32 or float64 (``TypeError``);
+- ``psf_a`` is normalised to unit sum (a PSF mixture summing to ``s`` would scale every fitted
+  flux by ``1 / s``), with a warning naming the sum when it is off by more than
+  :data:`PSF_A_SUM_RTOL`; ``psf_a`` summing to zero or less raises ``ValueError``;
 - the ``get_*_stack`` methods return stacks on the image grid (1.1 returns its enlarged grid);
 - called with concrete values, methods return NumPy arrays as 1.1 does; called under a JAX
   transformation (``jit``, ``grad``, ``vmap``) they return traced JAX arrays.
@@ -15,6 +18,9 @@ call into :mod:`imcascade_jax.render`. Differences from 1.1 (see ``docs/coming_f
 
 from __future__ import annotations
 
+import inspect
+import os
+import warnings
 from functools import partial
 from typing import Any
 
@@ -25,6 +31,59 @@ import numpy as np
 from imcascade_jax import render as _render
 from imcascade_jax.model import Model, make_model
 from imcascade_jax.params import check_length, unpack
+
+#: Floating dtypes a model renders in.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: ``psf_a`` summing to 1 within this relative tolerance is normalised without a warning.
+PSF_A_SUM_RTOL = 1e-3
+
+
+def check_float_dtype(dtype: Any) -> Any:
+    """``dtype`` unchanged if it is None, float32 or float64; otherwise ``TypeError``."""
+    if dtype is None:
+        return None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"'dtype' must be float32 or float64 (or None for the default), got {dtype!r}")
+    return dtype
+
+
+def _caller_outside_package() -> int:
+    """``stacklevel`` (as seen from the function calling this one) of the first frame outside
+    this package, so that a warning points at the user's code."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def normalised_psf_weights(psf_a: Any) -> np.ndarray | None:
+    """``psf_a`` scaled to unit sum (None stays None).
+
+    Warns, naming the sum, when it differs from 1 by more than :data:`PSF_A_SUM_RTOL`.
+
+    Raises
+    ------
+    ValueError
+        Non-finite weights, or weights summing to zero or less.
+    """
+    if psf_a is None:
+        return None
+    arr = np.atleast_1d(np.asarray(psf_a, dtype=float))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"'psf_a' contains non-finite values: {arr}")
+    total = float(arr.sum())
+    if not total > 0:
+        raise ValueError(f"'psf_a' must sum to a positive number (the PSF's flux), got sum {total:g}: {arr}")
+    if abs(total - 1.0) > PSF_A_SUM_RTOL:
+        warnings.warn(f"'psf_a' sums to {total:.6g}, not 1: normalised to unit sum (a PSF "
+                      f"mixture that does not sum to 1 would scale every fitted flux by "
+                      f"{1.0 / total:.4g})", UserWarning, stacklevel=_caller_outside_package())
+    return arr / total
 
 
 def _is_traced(*values: Any) -> bool:
@@ -84,11 +143,27 @@ class MultiGaussModel:
         ``{'q': ..., 'phi': ...}`` for an elliptical PSF.
     dtype : dtype, optional
         ``float64`` (default) or ``float32``; an addition to 1.1's interface.
+
+    Raises
+    ------
+    ValueError
+        Invalid widths, PSF mixture (``psf_a`` summing to <= 0 included), render mode or sky
+        type.
+    TypeError
+        ``dtype`` other than float32 or float64.
+
+    Warns
+    -----
+    UserWarning
+        ``psf_a`` not summing to 1 (within :data:`PSF_A_SUM_RTOL`); it is normalised.
     """
 
     def __init__(self, shape, sig, psf_sig, psf_a, verbose: bool = True, sky_model: bool = True,
                  sky_type: str = "tilted-plane", render_mode: str = "hybrid",
                  log_weight_scale: bool = True, psf_shape: dict | None = None, dtype: Any = None):
+        check_float_dtype(dtype)
+        if psf_sig is not None and np.size(psf_a) == np.size(psf_sig):
+            psf_a = normalised_psf_weights(psf_a)  # otherwise make_model says what is wrong
         self.model = make_model(shape, sig, psf_sig, psf_a, psf_shape=psf_shape,
                                 sky_type=sky_type if sky_model else None, render_mode=render_mode,
                                 log_weight_scale=log_weight_scale, dtype=dtype)

@@ -191,3 +191,25 @@ def test_fitter_save_results_round_trip(tmp_path, ref_results):
 
 def test_sky_type_for():
     assert [io.sky_type_for(n) for n in (0, 1, 3)] == [None, "flat", "tilted-plane"]
+
+
+def test_written_files_follow_the_umask_and_write_tree_refuses_existing_files(tmp_path):
+    """Files go through a temporary file (created owner-only) renamed into place: the result has
+    the permissions of an ordinary new file."""
+    import os
+
+    path = tmp_path / "tree.asdf"
+    io.write_tree({"sig": SIG}, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        io.write_tree({"sig": 2 * SIG}, path)
+    np.testing.assert_array_equal(io.read_tree(path)["sig"], SIG)
+    io.write_tree({"sig": 2 * SIG}, path, overwrite=True)
+    np.testing.assert_array_equal(io.read_tree(path)["sig"], 2 * SIG)
+    assert os.listdir(tmp_path) == ["tree.asdf"]
+    with pytest.raises(FileNotFoundError, match="no such results file"):
+        io.read_tree(tmp_path / "missing.asdf")
+    with pytest.raises(io.ResultsFileError, match="directory"):
+        io.read_tree(tmp_path)
