@@ -3,17 +3,37 @@
 A re-implementation of imcascade 1.1 (Miller & van Dokkum 2021) with the same interface
 (``Fitter``, ``initialize_fitter``, ``ImcascadeResults`` ...) on top of a pure-functional,
 jit / vmap / grad-able core (``imcascade_jax.model``, ``imcascade_jax.render``).
+
+The public names are imported on first use, so that ``import imcascade_jax`` (and the command
+line's ``--help``) does not import JAX. Float64 is still enabled for JAX before any JAX
+computation (see :mod:`imcascade_jax._config`): through ``JAX_ENABLE_X64`` when JAX is not yet
+imported, through ``jax.config`` when it is.
 """
 
-from imcascade_jax import _config  # noqa: F401  (enables float64 before anything else)
-from imcascade_jax._config import enable_compilation_cache
-from imcascade_jax.batch import fit_catalog
-from imcascade_jax.fitter import Fitter, fitter_from_ASDF, initialize_fitter
-from imcascade_jax.mgm import MultiGaussModel
-from imcascade_jax.psf_fitter import PSFFitter
-from imcascade_jax.results import ImcascadeResults, MultiResults
+import importlib
+import os
+import sys
 
 __version__ = "0.1.0"
+
+if os.environ.get("IMCASCADE_JAX_X64", "1") != "0":
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_enable_x64", True)
+    else:
+        os.environ["JAX_ENABLE_X64"] = "1"  # read by JAX when it is imported
+
+#: Public name -> module that defines it.
+_LAZY = {
+    "Fitter": "imcascade_jax.fitter",
+    "fitter_from_ASDF": "imcascade_jax.fitter",
+    "initialize_fitter": "imcascade_jax.fitter",
+    "ImcascadeResults": "imcascade_jax.results",
+    "MultiResults": "imcascade_jax.results",
+    "MultiGaussModel": "imcascade_jax.mgm",
+    "PSFFitter": "imcascade_jax.psf_fitter",
+    "fit_catalog": "imcascade_jax.batch",
+    "enable_compilation_cache": "imcascade_jax._config",
+}
 
 __all__ = [
     "Fitter",
@@ -27,3 +47,16 @@ __all__ = [
     "fitter_from_ASDF",
     "initialize_fitter",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        importlib.import_module("imcascade_jax._config")
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'imcascade_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
