@@ -130,7 +130,8 @@ def flux_in_rectangle(
     """
     weights, sig = _float(weights), _float(sig)
     if sig.ndim != 1 or weights.ndim == 0 or weights.shape[-1] != sig.shape[0]:
-        raise ValueError(f"'weights' must have shape (..., {sig.shape[-1]}) to match 'sig', got {weights.shape}")
+        raise ValueError(
+            f"'weights' must have shape (..., {sig.shape[-1]}) to match 'sig', got {weights.shape}")
     if psf_sig is None:
         psf_var, psf_a = jnp.zeros(1), jnp.ones(1)
     else:
