@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     elapsed = time.perf_counter() - t0
-    table.meta["conventions"] = CONVENTIONS
+    table.meta.setdefault("comments", []).append("Conventions: " + CONVENTIONS)
     fmt = "fits" if output_kind(args.out) == "fits" else "ascii.ecsv"
     table.write(args.out, format=fmt, overwrite=args.overwrite)
     status = np.asarray(table["status"])

@@ -238,12 +238,13 @@ def write_table(values: dict, path: str, fitter, args: argparse.Namespace) -> No
         if arr.size == 3:
             for suffix, item in (("_minus", arr[1]), ("_plus", arr[2])):
                 table[key + suffix] = u.Quantity([item], unit) if unit is not None else [item]
-    table.meta["conventions"] = CONVENTIONS
-    table.meta["values"] = ("posterior medians, _minus/_plus to the 16th/84th percentiles"
-                            if args.posterior != "none" else "least-squares best fit")
-    table.meta["flux"] = ("extrapolated total" if args.cutoff is None else
-                          f"inside the ellipse of semi-major axis {args.cutoff} px")
-    table.meta["params"] = [float(p) for p in np.ravel(fitter.min_param)]
+    values_are = ("posterior medians, _minus/_plus to the 16th/84th percentiles"
+                  if args.posterior != "none" else "least-squares best fit")
+    flux_is = ("extrapolated total" if args.cutoff is None else
+               f"inside the ellipse of semi-major axis {args.cutoff} px")
+    # 'comments' become COMMENT cards in FITS and comment lines in ECSV.
+    table.meta["comments"] = [CONVENTIONS, f"Values: {values_are}.", f"flux: {flux_is}.",
+                              "params: " + " ".join(f"{float(p):.10g}" for p in np.ravel(fitter.min_param))]
     fmt = "fits" if output_kind(path) == "fits" else "ascii.ecsv"
     table.write(path, format=fmt, overwrite=True)
 

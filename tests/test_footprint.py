@@ -78,7 +78,7 @@ def test_footprint_analysis_radii_and_flag():
         assert float(an.cog(r, W, SIG)) == pytest.approx(frac * inside, rel=1e-10)
     # The 40 px component puts r90 (~56 px) far beyond a 40x50 image.
     assert float(out["r90_outside_image"]) == 1.0
-    small = fp.footprint_analysis(W[:2], SIG[:2], 0.6, 0.3, 20.0, 25.0, SHAPE)
+    small = fp.footprint_analysis(np.r_[W[:2], 0.0, 0.0], SIG, 0.6, 0.3, 20.0, 25.0, SHAPE)
     assert float(small["r90_outside_image"]) == 0.0
 
 
