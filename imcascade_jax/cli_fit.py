@@ -66,7 +66,11 @@ def read_inputs(args: argparse.Namespace) -> dict:
         raise InputError(f"{args.image}: every pixel is NaN or infinite")
     wcs = None if args.no_wcs else world.wcs_from_header(header)
     psf = inputs.as_array(args.psf, "--psf") if args.psf else None
-    weight = inputs.weight_from_errors(img.shape, err=args.err, var=args.var, weight=args.weight)
+    given = next((opt for opt in ("err", "var", "weight") if getattr(args, opt)), None)
+    try:
+        weight = inputs.weight_from_errors(img.shape, err=args.err, var=args.var, weight=args.weight)
+    except ValueError as exc:
+        raise InputError(f"--{given} {getattr(args, given)}: {exc}") from None
     err = None
     if weight is not None:
         with np.errstate(divide="ignore"):
@@ -114,15 +118,16 @@ def _fitter(args: argparse.Namespace, data: dict):
 
 
 def _sample(args: argparse.Namespace, fitter) -> None:
+    method = {"nuts": "run_nuts", "dynesty": "run_dynesty"}[args.posterior]
+    run = getattr(fitter, method, None)
+    if run is None:
+        raise InputError(f"--posterior {args.posterior}: not available in this version "
+                         f"(Fitter.{method} is missing)")
     t0 = time.perf_counter()
     if args.posterior == "nuts":
-        fitter.run_nuts(method="express", num_samples=args.num_samples,
-                        num_warmup=args.num_warmup, num_chains=args.chains, seed=args.seed,
-                        progress_bar=False)
+        run(method="express", num_samples=args.num_samples, num_warmup=args.num_warmup,
+            num_chains=args.chains, seed=args.seed, progress_bar=False)
     else:
-        run = getattr(fitter, "run_dynesty", None)
-        if run is None:
-            raise InputError("--posterior dynesty: not available in this version")
         run(method="express")
     print(f"Posterior ({fitter.post_method}) sampled in {time.perf_counter() - t0:.1f} s")
 
@@ -282,5 +287,5 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         res.make_diagnostic_fig().savefig(args.plot, dpi=100)
     if outputs:
-        print("Written: " + ", ".join(outputs))
+        print("Results written to " + ", ".join(outputs))
     return 0

@@ -81,8 +81,9 @@ def test_bad_files_give_one_line(capsys, files, tmp_path):
     assert "not found" in err
     err = _one_line_error(capsys, ["fit", files["bad"]])
     assert "FITS" in err
-    err = _one_line_error(capsys, ["fit-catalog", files["img"], "--out", str(tmp_path / "t.fits")])
-    assert "IMAGE" in err
+    (tmp_path / "empty").mkdir()
+    err = _one_line_error(capsys, ["fit-catalog", str(tmp_path / "empty"), "--out", str(tmp_path / "t.fits")])
+    assert "no FITS file" in err
     err = _one_line_error(capsys, ["fit-catalog", files["cube"], "--out", str(tmp_path / "t.txt")])
     assert ".ecsv" in err
     err = _one_line_error(capsys, ["fit-catalog", files["cube"], "--psf", files["bad"], "--out",

@@ -26,7 +26,7 @@ SHAPE = (40, 50)
 def _reference(w, sig, q, phi, x0, y0, shape):
     c, s = np.cos(phi), np.sin(phi)
     total = 0.0
-    for wi, sg in zip(w, sig):
+    for wi, sg in zip(w, sig, strict=True):
         var, minor = sg**2, (sg * q) ** 2
         cov = [[var * c * c + minor * s * s, (var - minor) * s * c],
                [(var - minor) * s * c, var * s * s + minor * c * c]]
@@ -61,10 +61,11 @@ def test_psf_convolved_flux_is_a_sum_over_psf_components():
     # Convolving with a circular Gaussian of width p adds p^2 to both axes: (sig, q) -> widths
     # sqrt(sig^2 + p^2) along the major axis and sqrt(q^2 sig^2 + p^2) along the minor one.
     expected = 0.0
-    for p, a in zip(psf_sig, psf_a):
+    for p, a in zip(psf_sig, psf_a, strict=True):
         sig2 = np.sqrt(SIG**2 + p**2)
         q2 = np.sqrt((0.5 * SIG) ** 2 + p**2) / sig2
-        expected += a * sum(_reference([w], [s], qq, 0.7, 5.0, 8.0, SHAPE) for w, s, qq in zip(W, sig2, q2))
+        for w, s, qq in zip(W, sig2, q2, strict=True):
+            expected += a * _reference([w], [s], qq, 0.7, 5.0, 8.0, SHAPE)
     assert got == pytest.approx(expected, rel=1e-9)
 
 
