@@ -198,6 +198,8 @@ def _add_catalog_arguments(cat: argparse.ArgumentParser) -> None:
                      help="output table, FITS (.fits) or ECSV (.ecsv) by the extension")
     cat.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     cat.add_argument("--zpt", type=float, default=0.0, help="zero point of the mag column (default 0)")
+    cat.add_argument("--pixel-scale", type=_positive, default=None, metavar="ARCSEC",
+                     help="arcsec per pixel, for r50_arcsec / r90_arcsec of cutouts without a WCS")
     cat.add_argument("--sky-type", choices=("tilted-plane", "flat", "none"), default="tilted-plane",
                      help="sky model (default tilted-plane)")
     cat.add_argument("--batch-size", type=int, default=None, metavar="B",
@@ -260,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         "The PSF is one 2-D image for all, a (B, h, w) cube, or one per file. Writes one row per "
         "cutout: id, status, message, flag, x0, y0, q, phi, flux, mag, r20, r50, r80, r90, "
         "C80_20, C90_50, chi2, chi2_red, n_pix, n_iter, n_components, params, sig, psf_sig, "
-        "psf_a. Status > 0: converged; -1: iteration limit; -2: non-finite; -10: bad input (all "
+        "psf_a, flux_image (the model's flux inside the cutout), frac_outside (fraction of the "
+        "total outside it), r50_image, r90_image (radii of flux_image), extrapolated (frac_outside "
+        "> 0.1 or r90 beyond the cutout), and with a WCS ra, dec (deg), pa_deg (east of north), "
+        "with a WCS or --pixel-scale r50_arcsec, r90_arcsec. Status > 0: converged; -1: "
+        "iteration limit; -2: non-finite; -10: bad input (all "
         "NaN / masked); -11: no source found; -12: setup failed. Pixels are 0-based, x0 along "
         "array axis 0 (FITS Y - 1); phi in radians from axis 0 towards axis 1.",
         epilog="With a Dask cluster: start 'dask scheduler' and 'dask worker ADDRESS' processes "

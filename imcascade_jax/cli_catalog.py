@@ -97,10 +97,13 @@ def _substitute(path: str, sub: str, option: str) -> str:
 def _read_files(files: list[str], args: argparse.Namespace) -> dict:
     """Cutouts and their companions from a list of 2-D FITS images."""
     from imcascade_jax import inputs
+    from imcascade_jax.world import wcs_from_header
 
-    images, extra = [], {"err": [], "var": [], "weight": [], "mask": [], "psf": []}
+    images, wcs_list = [], []
+    extra: dict[str, list] = {"err": [], "var": [], "weight": [], "mask": [], "psf": []}
     for path in files:
-        img, _ = inputs.read_fits_image(path, "image")
+        img, header = inputs.read_fits_image(path, "image")
+        wcs_list.append(wcs_from_header(header))
         if img.ndim != 2:
             raise InputError(f"{path}: a cutout must be 2-D, got shape {img.shape}")
         images.append(img)
@@ -112,7 +115,7 @@ def _read_files(files: list[str], args: argparse.Namespace) -> dict:
             mask_path = _substitute(path, args.mask_sub, "--mask-sub")
             extra["mask"].append(inputs.bad_pixel_mask(mask_path, img.shape, mask_path).astype(float))
     out = {k: (v if v else None) for k, v in extra.items()}
-    out["images"] = images
+    out["images"], out["wcs"] = images, wcs_list
     out["ids"] = [os.path.basename(f) for f in files]
     return out
 
@@ -135,7 +138,7 @@ def gather(args: argparse.Namespace) -> dict:
             raise InputError(f"cannot read {files[0]} as FITS: {exc}") from None
         if is_cube:
             images, extra, ids = _read_cube(files[0])
-            data = {"images": images, "ids": ids, "psf": None, **extra}
+            data = {"images": images, "ids": ids, "psf": None, "wcs": [None] * len(images), **extra}
             if data.get("mask") is not None:
                 data["mask"] = (data["mask"] != 0).astype(float)
             for key in ("err", "var", "weight", "mask"):
@@ -155,6 +158,54 @@ def gather(args: argparse.Namespace) -> dict:
             raise InputError(f"--psf {args.psf} must be 2-D or a (B, h, w) cube, got {psf.shape}")
         data["psf"] = psf
     return data
+
+
+def add_footprint_columns(table: Any, shapes: list[tuple[int, int]], wcs_list: list[Any],
+                          pixel_scale: float | None) -> list[str]:
+    """Add what each cutout holds of its model, and sky coordinates where known.
+
+    Columns: ``flux_image`` (model flux inside the cutout), ``frac_outside`` (fraction of the
+    extrapolated total outside it), ``r50_image``, ``r90_image`` (pixels, of ``flux_image``),
+    ``extrapolated`` (more than 10% outside, or the r90 ellipse beyond the cutout); with a WCS
+    ``ra``, ``dec`` (degrees, the WCS's frame), ``pa_deg`` (east of north); with a WCS or
+    ``pixel_scale``, ``r50_arcsec`` and ``r90_arcsec``. NaN for failed fits.
+
+    Returns
+    -------
+    list of str
+        The ids of the cutouts whose totals are extrapolated.
+    """
+    from imcascade_jax.footprint import OUTSIDE_WARN_FRACTION, footprint_analysis
+    from imcascade_jax.world import sky_analysis
+
+    n = len(table)
+    cols = {k: np.full(n, np.nan) for k in ("flux_image", "frac_outside", "r50_image", "r90_image",
+                                            "ra", "dec", "pa_deg", "r50_arcsec", "r90_arcsec")}
+    extrapolated = np.zeros(n, bool)
+    for i in range(n):
+        params, n_comp = np.asarray(table["params"][i], float), int(table["n_components"][i])
+        if int(table["status"][i]) <= 0 or not np.all(np.isfinite(params[: 4 + n_comp])):
+            continue
+        x0, y0, q, phi = params[:4]
+        weights, sig = 10 ** params[4 : 4 + n_comp], np.asarray(table["sig"][i], float)[:n_comp]
+        fa = {k: float(v) for k, v in footprint_analysis(weights, sig, q, phi, x0, y0, shapes[i],
+                                                         fractions=(0.5, 0.9)).items()}
+        for key in ("flux_image", "frac_outside", "r50_image", "r90_image"):
+            cols[key][i] = fa[key]
+        extrapolated[i] = fa["frac_outside"] > OUTSIDE_WARN_FRACTION or fa["r90_outside_image"] > 0
+        radii = {"r50": float(table["r50"][i]), "r90": float(table["r90"][i])}
+        sky = sky_analysis(x0, y0, q, phi, radii, wcs=wcs_list[i], pixel_scale=pixel_scale)
+        for key, val in sky.items():
+            if key in cols:
+                cols[key][i] = float(val)
+    for key, val in cols.items():
+        if key in ("ra", "dec", "pa_deg") and not any(w is not None for w in wcs_list):
+            continue
+        if key.endswith("_arcsec") and not np.any(np.isfinite(val)):
+            continue
+        table[key] = val
+    table["extrapolated"] = extrapolated
+    return [str(table["id"][i]) for i in np.flatnonzero(extrapolated)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     elapsed = time.perf_counter() - t0
+    shapes = [tuple(np.shape(im)) for im in data["images"]]
+    flagged = add_footprint_columns(table, shapes, data["wcs"], args.pixel_scale)
     table.meta.setdefault("comments", []).append("Conventions: " + CONVENTIONS)
     fmt = "fits" if output_kind(args.out) == "fits" else "ascii.ecsv"
     table.write(args.out, format=fmt, overwrite=args.overwrite)
@@ -195,6 +248,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"Fitted {n} cutouts in {elapsed:.1f} s ({n / elapsed * 60:.0f} per minute): "
           f"{int(np.sum(status > 0))} converged, {int(np.sum(status == -1))} at the iteration limit, "
           f"{int(np.sum(status <= -10))} bad inputs, {int(np.sum(status == -2))} failed")
+    if flagged:
+        print(f"WARNING: {len(flagged)} cutouts have totals extrapolated beyond their image (more "
+              f"than 10% of the flux outside, or r90 beyond the cutout; see flux_image, "
+              f"frac_outside, r50_image): {', '.join(flagged[:10])}" + (" ..." if len(flagged) > 10 else ""))
     print(f"Table written to {args.out}")
     print("Conventions: " + CONVENTIONS)
     return 0

@@ -114,6 +114,15 @@ def test_fit_catalog_command_matches_library(capsys, files):
     np.testing.assert_allclose(np.asarray(table["params"]), np.asarray(ref["params"]), rtol=1e-12,
                                equal_nan=True)
     np.testing.assert_allclose(np.asarray(table["r50"]), np.asarray(ref["r50"]), equal_nan=True)
+    # What each cutout holds of its model: the exact integral over the cutout of the row's model.
+    from imcascade_jax.footprint import flux_in_image
+
+    row = table[0]
+    p, n = np.asarray(row["params"]), int(row["n_components"])
+    expected = float(flux_in_image(10 ** p[4:4 + n], np.asarray(row["sig"])[:n], p[2], p[3], p[0], p[1],
+                                   imgs.shape[1:]))
+    assert row["flux_image"] == pytest.approx(expected, rel=1e-12)
+    assert row["frac_outside"] == pytest.approx(1 - expected / row["flux"], rel=1e-6)
 
     # ECSV by the extension; refuses to overwrite without --overwrite.
     ecsv = str(files["dir"] / "table.ecsv")
@@ -279,7 +288,10 @@ def test_fit_catalog_takes_folders_of_cutouts_of_different_shapes(files, tmp_pat
 
     def record(images, psf, **kwargs):
         seen.update(kwargs, images=images, psf=psf)
-        return Table({"id": kwargs["ids"], "status": [1] * len(images)})
+        n = len(images)  # rows of failed fits: the command adds NaN footprint columns
+        return Table({"id": kwargs["ids"], "status": [-12] * n, "params": np.full((n, 12), np.nan),
+                      "n_components": [5] * n, "sig": np.full((n, 5), np.nan),
+                      "r50": np.full(n, np.nan), "r90": np.full(n, np.nan)})
 
     monkeypatch.setattr(batch_module, "fit_catalog", record)
     out = tmp_path / "t.ecsv"
@@ -289,4 +301,6 @@ def test_fit_catalog_takes_folders_of_cutouts_of_different_shapes(files, tmp_pat
     assert seen["ids"] == ["g0_img.fits", "g1_img.fits"]
     np.testing.assert_array_equal(seen["err"][1], errs[1][: shapes[1][0], : shapes[1][1]])
     assert len(seen["psf"]) == 2 and seen["sky_type"] == "flat"
-    assert "0-based" in "".join(Table.read(out).meta["comments"])
+    table = Table.read(out)
+    assert "0-based" in "".join(table.meta["comments"])
+    assert np.all(np.isnan(table["flux_image"])) and not np.any(table["extrapolated"])
