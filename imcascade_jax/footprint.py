@@ -93,7 +93,13 @@ def _rectangle_fraction(c00, c01, c11, x0, y0, lo0, lo1, hi0, hi1) -> Array:
     return width * jnp.sum(w * density * inner, axis=-1)
 
 
-@jax.jit
+def _native(value):
+    """NumPy arrays in native byte order (FITS tables are big-endian; jit refuses those)."""
+    if isinstance(value, np.ndarray) and not value.dtype.isnative:
+        return value.astype(value.dtype.newbyteorder("="))
+    return value
+
+
 def flux_in_rectangle(
     weights: ArrayLike,
     sig: ArrayLike,
@@ -128,6 +134,13 @@ def flux_in_rectangle(
     jax.Array, shape (...)
         The flux inside the rectangle (same units as ``weights``).
     """
+    args = (weights, sig, q, phi, x0, y0, lower, upper, psf_sig, psf_a)
+    return _flux_in_rectangle(*(_native(a) for a in args))
+
+
+@jax.jit
+def _flux_in_rectangle(weights, sig, q, phi, x0, y0, lower, upper, psf_sig, psf_a) -> Array:
+    """The compiled body of :func:`flux_in_rectangle`."""
     weights, sig = _float(weights), _float(sig)
     if sig.ndim != 1 or weights.ndim == 0 or weights.shape[-1] != sig.shape[0]:
         raise ValueError(
