@@ -4,20 +4,31 @@ A re-implementation of imcascade 1.1 (Miller & van Dokkum 2021) with the same in
 (``Fitter``, ``initialize_fitter``, ``ImcascadeResults`` ...) on top of a pure-functional,
 jit / vmap / grad-able core (``imcascade_jax.model``, ``imcascade_jax.render``).
 
-The classes and functions below are imported on first use (module ``__getattr__``), so that
-``import imcascade_jax`` costs little more than importing JAX.
+The public names are imported on first use (module ``__getattr__``), so that ``import
+imcascade_jax`` (and the command line's ``--help``) does not import JAX. Float64 is still
+enabled for JAX before any JAX computation (see :mod:`imcascade_jax._config`): through
+``JAX_ENABLE_X64`` when JAX is not yet imported, through ``jax.config`` when it is.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from typing import Any
 
-from imcascade_jax import _config  # noqa: F401  (float64 and the compilation cache, first)
-from imcascade_jax._config import disable_compilation_cache, enable_compilation_cache
-
 __version__ = "0.1.0"
+
+if os.environ.get("IMCASCADE_JAX_X64", "1") != "0":
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_enable_x64", True)
+    else:
+        os.environ["JAX_ENABLE_X64"] = "1"  # read by JAX when it is imported
+
+# Library etiquette: no output unless the application configures logging (each Fitter adds its
+# own console fallback, see imcascade_jax.logs).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: Public name -> module that defines it, imported when the name is first used.
 _LAZY = {
@@ -29,11 +40,9 @@ _LAZY = {
     "PSFFitter": "imcascade_jax.psf_fitter",
     "ImcascadeResults": "imcascade_jax.results",
     "MultiResults": "imcascade_jax.results",
+    "enable_compilation_cache": "imcascade_jax._config",
+    "disable_compilation_cache": "imcascade_jax._config",
 }
-
-# Library etiquette: no output unless the application configures logging (each Fitter adds its
-# own console fallback, see imcascade_jax.logs).
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Fitter",
@@ -53,6 +62,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Import the module defining a public name on first use (PEP 562)."""
     if name in _LAZY:
+        importlib.import_module("imcascade_jax._config")
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

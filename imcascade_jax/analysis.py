@@ -49,6 +49,7 @@ __all__ = [
     "obs_cog",
     "obs_sbp",
     "radius_fraction",
+    "radius_fraction_of",
     "iso_radius",
     "iso_target",
     "petrosian_radius",
@@ -399,9 +400,15 @@ def _lanes(one: Callable, extra: Array, weights: Array, *per_sample: Array) -> A
 
 def _radius_fraction_one(frac: Array, w: Array, sig: Array, cutoff: Array) -> Array:
     n = sig.shape[0]
+    reference = _csum(w[i] * -jnp.expm1(-(cutoff**2) / (2 * sig[i] ** 2)) for i in range(n))
+    return _radius_reference_one(frac, w, reference, sig)
+
+
+def _radius_reference_one(frac: Array, w: Array, reference: Array, sig: Array) -> Array:
+    n = sig.shape[0]
     rate = [1 / (2 * sig[i] ** 2) for i in range(n)]
     total = _csum(w[i] for i in range(n))
-    target = frac * _csum(w[i] * -jnp.expm1(-(cutoff**2) * rate[i]) for i in range(n))
+    target = frac * reference
     p = target / total
     ok = (p > 0) & (p < 1) & jnp.all(w >= 0)
     # F(<r) lies between total * (1 - exp(-r^2 / 2 sig_min^2)) and the same with sig_max (for
@@ -466,6 +473,40 @@ def radius_fraction(
     # No cutoff is an infinite one (bit for bit: 1 - exp(-inf) = 1), so one kernel serves both.
     cutoff = _float(jnp.inf if cutoff is None else cutoff)
     return _over_samples(_radius_fraction_kernel, weights, (), _float(frac), sig, cutoff)
+
+
+@jax.jit
+def _radius_reference_kernel(fracs: Array, weights: Array, reference: Array, sig: Array) -> Array:
+    return _lanes(partial(_radius_reference_one, sig=sig), fracs, weights, reference)
+
+
+def radius_fraction_of(
+    frac: ArrayLike, weights: ArrayLike, sig: ArrayLike, reference: ArrayLike
+) -> Array:
+    """Semi-major-axis radius containing a fraction of a given reference flux.
+
+    Solves ``F(<r) = frac * reference`` for r (F the intrinsic curve of growth), as
+    :func:`radius_fraction` does with the flux inside a cutoff radius; here the reference is
+    any flux per parameter set, e.g. the flux inside the image footprint
+    (:func:`imcascade_jax.footprint.flux_in_image`).
+
+    Parameters
+    ----------
+    frac : array_like
+        Fraction(s) of the reference, in (0, 1); any shape.
+    weights : array_like, shape (..., N)
+        Linear fluxes, non-negative.
+    sig : array_like, shape (N,)
+    reference : array_like, shape broadcastable to (...)
+        Reference flux of each parameter set.
+
+    Returns
+    -------
+    jax.Array, shape (..., *frac.shape)
+        Radii in pixels; inf where the target reaches the total flux, NaN for negative weights.
+    """
+    weights, sig = _check(weights, sig)
+    return _over_samples(_radius_reference_kernel, weights, (_float(reference),), _float(frac), sig)
 
 
 @jax.jit

@@ -315,7 +315,8 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
                       psf_oversamp: float = 1, sky_model: bool = True, log_file: str | None = None,
                       readnoise=None, gain=None, exp_time=None, num_components=None,
                       component_widths=None, log_weight_scale: bool = True,
-                      force_position: bool = False, **fitter_kwargs):
+                      force_position: bool = False, wcs=None, pixel_scale: float | None = None,
+                      **fitter_kwargs):
     """Build a :class:`Fitter` from an image and a pixelised PSF, with 1.1's recipe.
 
     Fits the PSF with Gaussians (``PSFFitter.auto_fit``), runs sep for the background, the
@@ -354,6 +355,11 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
     force_position : bool
         Fit at ``(x0, y0)`` even when no source is detected near it (a warning instead of a
         ``ValueError``).
+    wcs : astropy.wcs.WCS, optional
+        The image's WCS (default: the FITS header's, when ``im`` is a path with one); stored as
+        ``fitter.wcs`` for sky coordinates in ``ImcascadeResults.run_basic_analysis``.
+    pixel_scale : float, optional
+        Arcsec per pixel when there is no WCS; stored as ``fitter.pixel_scale``.
     **fitter_kwargs
         Passed on to :class:`Fitter` (e.g. ``render_mode``, ``verbose``).
 
@@ -393,6 +399,14 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
     finally:
         setup_log.close()
     bad = (np.asarray(setup.mask) != 0) | given_bad | ~np.isfinite(setup.img)
-    return Fitter(setup.img, setup.sig, setup.psf_sig, setup.psf_a, weight=setup.weight,
-                  mask=bad, init_dict=setup.init_dict, sky_model=sky_model,
-                  log_file=log_file, log_weight_scale=log_weight_scale, **fitter_kwargs)
+    from imcascade_jax import world
+
+    if wcs is not None:
+        wcs = world.celestial_wcs(wcs)
+    elif isinstance(im, (str, bytes)) or hasattr(im, "__fspath__"):
+        wcs = world.wcs_from_fits(im, "im")
+    fitter = Fitter(setup.img, setup.sig, setup.psf_sig, setup.psf_a, weight=setup.weight,
+                    mask=bad, init_dict=setup.init_dict, sky_model=sky_model,
+                    log_file=log_file, log_weight_scale=log_weight_scale, **fitter_kwargs)
+    fitter.wcs, fitter.pixel_scale = wcs, pixel_scale
+    return fitter

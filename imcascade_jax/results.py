@@ -27,19 +27,25 @@ Deliberate differences from imcascade 1.1:
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from imcascade_jax import analysis as an
+from imcascade_jax.footprint import OUTSIDE_WARN_FRACTION, extrapolation_warning, footprint_analysis
 from imcascade_jax.io import load_results, read_tree, sky_type_for, write_tree
 from imcascade_jax.utils import get_med_errors, vars_to_use
+from imcascade_jax.world import sky_analysis, wrap_position_angle
 
 __all__ = ["ImcascadeResults", "MultiResults", "calc_flux_input", "r_root_func"]
 
 #: Attributes read from a fitter / file besides 1.1's ``vars_to_use`` (used by the figure).
-_MODEL_ATTRS = ("sky_type", "render_mode")
+_MODEL_ATTRS = ("sky_type", "render_mode", "wcs", "pixel_scale")
+#: Keys of radii (pixels) that get an arcsec counterpart.
+_RADIUS_KEY = re.compile(r"^r\d+(_image)?$")
 #: At most this many posterior samples are drawn in the diagnostic figure's profiles.
 _FIG_MAX_SAMPLES = 1000
 
@@ -317,15 +323,20 @@ class ImcascadeResults:
         errp_hi: float = 84,
         save_results: bool = False,
         save_file: str | os.PathLike = "./imcascade_results.asdf",
+        wcs: Any = None,
+        pixel_scale: float | None = None,
+        warn_fraction: float = OUTSIDE_WARN_FRACTION,
     ) -> dict:
-        """Flux, magnitude, r20 / r50 / r80 / r90 and concentrations, optionally saved.
+        """Flux, magnitude, r20 / r50 / r80 / r90 and concentrations, what the image holds of
+        them, and their sky coordinates and angular sizes; optionally saved.
 
         Parameters
         ----------
         zpt : float, optional
-            Photometric zero point; adds ``'mag'``.
+            Photometric zero point; adds ``'mag'`` (and ``'mag_image'``).
         cutoff : float, optional
-            Radius for the flux and the radii's reference flux.
+            Semi-major-axis radius (pixels) of an elliptical aperture: ``flux`` is then the flux
+            inside it and the radii contain fractions of that flux.
         errp_lo, errp_hi : float, optional
             Percentiles of the lower and upper error bars (posteriors only).
         save_results : bool, optional
@@ -334,33 +345,80 @@ class ImcascadeResults:
             ``flux_post``, ``r20_post``... for posteriors).
         save_file : str or path, optional
             Output file.
+        wcs : astropy.wcs.WCS, optional
+            The image's WCS (default: the one the fitter was given, if any).
+        pixel_scale : float, optional
+            Arcsec per pixel, when there is no WCS (default: the fitter's, if any).
+        warn_fraction : float, optional
+            Warn (``UserWarning``) when more than this fraction of the total flux lies outside
+            the image, or when the r90 ellipse reaches beyond it.
 
         Returns
         -------
         dict
-            Keys ``flux``, [``mag``], ``r20``, ``r50``, ``r80``, ``r90``, ``C80_20``, ``C90_50``:
-            floats for a single parameter set, ``[median, minus, plus]`` arrays for a posterior.
+            Floats for a single parameter set, ``[median, minus, plus]`` arrays (percentiles
+            ``errp_lo``, ``errp_hi``) for a posterior. Always (as 1.1): ``flux`` (total, or inside
+            ``cutoff``; extrapolated beyond the image), [``mag``], ``r20``, ``r50``, ``r80``,
+            ``r90`` (pixels, semi-major axis, containing 20%... of ``flux``), ``C80_20``,
+            ``C90_50``. When the image is known (a Fitter, a file, a dict with ``img``): the
+            keys of :func:`imcascade_jax.footprint.footprint_analysis` (``flux_image``, the model's
+            flux inside the image, ``frac_outside``, ``r20_image``... ``r90_image``,
+            ``r90_outside_image``) and [``mag_image``]. With a WCS or a pixel scale: the keys of
+            :func:`imcascade_jax.world.sky_analysis` (``ra``, ``dec`` in degrees, ``pa_deg`` east
+            of north, ``q_sky``, ``pixel_scale``, ``r20_arcsec``...).
         """
         per_sample = {
             k: np.asarray(v) for k, v in an.basic_analysis(self.weights, self.sig, cutoff, zpt).items()
         }
         for key in ("flux", "r20", "r50", "r80", "r90"):
             setattr(self, key, _out(per_sample[key]))
+        per_sample.update(self._footprint_terms(zpt))
+        wcs = getattr(self, "wcs", None) if wcs is None else wcs
+        pixel_scale = getattr(self, "pixel_scale", None) if pixel_scale is None else pixel_scale
+        radii = {k: per_sample[k] for k in per_sample if _RADIUS_KEY.match(k)}
+        sky = sky_analysis(self.x0, self.y0, self.q, self.pa, radii, wcs=wcs, pixel_scale=pixel_scale)
+        if "pa_deg" in sky and self._is_posterior:
+            sky["pa_deg"] = wrap_position_angle(sky["pa_deg"])
+        per_sample.update(sky)
         if self._is_posterior:
             # One percentile call on the stacked quantities (NumPy's selection beats XLA's CPU sort).
             stats = get_med_errors(np.stack(list(per_sample.values())), lo=errp_lo, hi=errp_hi, axis=1)
             res_dict = {k: stats[:, i] for i, k in enumerate(per_sample)}
         else:
             res_dict = {k: _out(v) for k, v in per_sample.items()}
+        if "flux_image" in per_sample:
+            message = extrapolation_warning(
+                float(np.median(per_sample["frac_outside"])),
+                bool(np.mean(per_sample["r90_outside_image"]) > 0.5),
+                self._image_shape(), warn_fraction)
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=2)
         if save_results:
             self._save_analysis(res_dict, save_file)
         return res_dict
+
+    def _image_shape(self) -> tuple[int, int] | None:
+        source = self.input if self.obj_type == "class" else self
+        img = getattr(source, "img", None)
+        return None if img is None else tuple(np.shape(img))
+
+    def _footprint_terms(self, zpt: float | None) -> dict:
+        """Per-sample footprint quantities (empty when the image is unknown)."""
+        shape = self._image_shape()
+        if shape is None:
+            return {}
+        terms = {k: np.asarray(v) for k, v in footprint_analysis(
+            self.weights, self.sig, self.q, self.pa, self.x0, self.y0, shape).items()}
+        if zpt is not None:
+            terms["mag_image"] = -2.5 * np.log10(terms["flux_image"]) + zpt
+        return terms
 
     def _save_analysis(self, res_dict: dict, save_file: str | os.PathLike) -> None:
         if self.obj_type == "file":
             tree = read_tree(self.input)
         else:
-            tree = {k: v for k, v in vars(self).items() if k not in ("input", "obj_type")}
+            # A WCS object is not an ASDF type: the header it came from belongs with the image.
+            tree = {k: v for k, v in vars(self).items() if k not in ("input", "obj_type", "wcs")}
             if self._is_posterior:
                 for key in ("flux", "r20", "r50", "r80", "r90"):
                     tree[key + "_post"] = tree.pop(key)

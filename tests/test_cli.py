@@ -81,8 +81,9 @@ def test_bad_files_give_one_line(capsys, files, tmp_path):
     assert "not found" in err
     err = _one_line_error(capsys, ["fit", files["bad"]])
     assert "FITS" in err
-    err = _one_line_error(capsys, ["fit-catalog", files["img"], "--out", str(tmp_path / "t.fits")])
-    assert "IMAGE" in err
+    (tmp_path / "empty").mkdir()
+    err = _one_line_error(capsys, ["fit-catalog", str(tmp_path / "empty"), "--out", str(tmp_path / "t.fits")])
+    assert "no FITS file" in err
     err = _one_line_error(capsys, ["fit-catalog", files["cube"], "--out", str(tmp_path / "t.txt")])
     assert ".ecsv" in err
     err = _one_line_error(capsys, ["fit-catalog", files["cube"], "--psf", files["bad"], "--out",
@@ -113,6 +114,15 @@ def test_fit_catalog_command_matches_library(capsys, files):
     np.testing.assert_allclose(np.asarray(table["params"]), np.asarray(ref["params"]), rtol=1e-12,
                                equal_nan=True)
     np.testing.assert_allclose(np.asarray(table["r50"]), np.asarray(ref["r50"]), equal_nan=True)
+    # What each cutout holds of its model: the exact integral over the cutout of the row's model.
+    from imcascade_jax.footprint import flux_in_image
+
+    row = table[0]
+    p, n = np.asarray(row["params"]), int(row["n_components"])
+    expected = float(flux_in_image(10 ** p[4:4 + n], np.asarray(row["sig"])[:n], p[2], p[3], p[0], p[1],
+                                   imgs.shape[1:]))
+    assert row["flux_image"] == pytest.approx(expected, rel=1e-12)
+    assert row["frac_outside"] == pytest.approx(1 - expected / row["flux"], rel=1e-6)
 
     # ECSV by the extension; refuses to overwrite without --overwrite.
     ecsv = str(files["dir"] / "table.ecsv")
@@ -165,3 +175,132 @@ def test_fit_plot(capsys, files):
     assert cli.main(["fit", files["img"], "--psf", files["psf"], "--err", files["err"],
                      "--num-components", "5", "--plot", str(png)]) == 0
     assert png.stat().st_size > 10_000
+
+
+# -- command-line completeness ---------------------------------------------------------------------
+def test_version(capsys):
+    from imcascade_jax import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"imcascade-jax {__version__}"
+
+
+def test_help_imports_no_jax():
+    import subprocess
+
+    code = ("import sys\nfrom imcascade_jax import cli\n"
+            "try:\n    cli.main(['fit', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'jax' not in sys.modules and 'numpy' not in sys.modules, 'imported'\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "--ra" in out.stdout and "--overwrite" in out.stdout
+    imports = subprocess.run([sys.executable, "-X", "importtime", "-m", "imcascade_jax.cli", "--help"],
+                             capture_output=True, text=True, env=env)
+    assert imports.returncode == 0
+    modules = {line.split("|")[-1].strip() for line in imports.stderr.splitlines() if "|" in line}
+    assert "jax" not in modules and "imcascade_jax.cli_common" in modules
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture()
+def captured_setup(monkeypatch):
+    """initialize_fitter replaced by a recorder that stops the command."""
+    import imcascade_jax.fitter as fitter_module
+
+    calls = {}
+
+    def record(im, psf, **kwargs):
+        calls.clear()
+        calls.update(kwargs, im=im, psf=psf)
+        raise _Stop
+
+    monkeypatch.setattr(fitter_module, "initialize_fitter", record)
+    return calls
+
+
+def test_fit_options_reach_initialize_fitter(files, captured_setup, tmp_path):
+    imgs = files["data"][0]
+    mask = np.zeros(imgs[0].shape)
+    mask[3, 4] = 7.0  # any non-zero value is bad
+    fits.PrimaryHDU(mask).writeto(tmp_path / "mask.fits")
+    argv = ["fit", files["img"], "--psf", files["psf"], "--x0", "30.5", "--y0", "31.25",
+            "--gain", "4.7", "--readnoise", "4.3", "--exptime", "2", "--sky-type", "flat",
+            "--pixel-scale", "0.396", "--num-components", "6", "--mask", str(tmp_path / "mask.fits")]
+    with pytest.raises(_Stop):
+        cli.main(argv)
+    c = captured_setup
+    assert (c["x0"], c["y0"], c["gain"], c["readnoise"], c["exp_time"]) == (30.5, 31.25, 4.7, 4.3, 2.0)
+    assert c["sky_type"] == "flat" and c["sky_model"] is True and c["num_components"] == 6
+    assert c["pixel_scale"] == 0.396 and c["err"] is None and c["wcs"] is None
+    assert c["mask"][3, 4] == 1 and c["mask"].sum() == 1
+    np.testing.assert_array_equal(c["im"], imgs[0])
+    with pytest.raises(_Stop):
+        cli.main(["fit", files["img"], "--sky-type", "none", "--var", files["err"]])
+    assert captured_setup["sky_model"] is False and "sky_type" not in captured_setup
+    np.testing.assert_allclose(captured_setup["err"], np.sqrt(files["data"][1][0]))
+
+
+def test_ra_dec_need_a_wcs_and_become_pixels(files, captured_setup, tmp_path, capsys):
+    from astropy.wcs import WCS
+
+    err = _one_line_error(capsys, ["fit", files["img"], "--ra", "150", "--dec", "2"])
+    assert "need a celestial WCS" in err
+    w = WCS(naxis=2)
+    w.wcs.ctype, w.wcs.crval, w.wcs.crpix = ["RA---TAN", "DEC--TAN"], [150.0, 2.0], [10.0, 20.0]
+    w.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    fits.PrimaryHDU(files["data"][0][0], header=w.to_header()).writeto(tmp_path / "wcs.fits")
+    ra, dec = w.wcs_pix2world([[12.0, 30.0]], 0)[0]  # FITS X - 1 = 12, FITS Y - 1 = 30
+    with pytest.raises(_Stop):
+        cli.main(["fit", str(tmp_path / "wcs.fits"), "--ra", str(ra), "--dec", str(dec)])
+    assert captured_setup["x0"] == pytest.approx(30.0) and captured_setup["y0"] == pytest.approx(12.0)
+    assert captured_setup["wcs"] is not None
+    err = _one_line_error(capsys, ["fit", str(tmp_path / "wcs.fits"), "--ra", str(ra + 1), "--dec", str(dec)])
+    assert "outside the image" in err
+
+
+def test_overwrite_is_refused_before_reading_anything(tmp_path, capsys):
+    out = tmp_path / "exists.ecsv"
+    out.write_text("keep me")
+    err = _one_line_error(capsys, ["fit", str(tmp_path / "missing.fits"), "--out", str(out)])
+    assert "exists: use --overwrite" in err and out.read_text() == "keep me"
+    err = _one_line_error(capsys, ["fit", str(tmp_path / "missing.fits"), "--out", str(tmp_path / "r.txt")])
+    assert ".asdf, .fits or .ecsv" in err
+
+
+def test_fit_catalog_takes_folders_of_cutouts_of_different_shapes(files, tmp_path, monkeypatch, capsys):
+    import imcascade_jax.batch as batch_module
+
+    imgs, errs, _, psf, _ = files["data"]
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    shapes = [(imgs.shape[1], imgs.shape[2]), (imgs.shape[1] - 6, imgs.shape[2] - 2)]
+    for k, (n0, n1) in enumerate(shapes):
+        fits.PrimaryHDU(imgs[k][:n0, :n1]).writeto(folder / f"g{k}_img.fits")
+        fits.PrimaryHDU(errs[k][:n0, :n1]).writeto(folder / f"g{k}_sig.fits")
+        fits.PrimaryHDU(psf).writeto(folder / f"g{k}_psf.fits")
+    seen = {}
+
+    def record(images, psf, **kwargs):
+        seen.update(kwargs, images=images, psf=psf)
+        n = len(images)  # rows of failed fits: the command adds NaN footprint columns
+        return Table({"id": kwargs["ids"], "status": [-12] * n, "params": np.full((n, 12), np.nan),
+                      "n_components": [5] * n, "sig": np.full((n, 5), np.nan),
+                      "r50": np.full(n, np.nan), "r90": np.full(n, np.nan)})
+
+    monkeypatch.setattr(batch_module, "fit_catalog", record)
+    out = tmp_path / "t.ecsv"
+    assert cli.main(["fit-catalog", str(folder), "--pattern", "*_img.fits", "--err-sub", "img=sig",
+                     "--psf-sub", "img=psf", "--sky-type", "flat", "--out", str(out)]) == 0
+    assert [im.shape for im in seen["images"]] == shapes
+    assert seen["ids"] == ["g0_img.fits", "g1_img.fits"]
+    np.testing.assert_array_equal(seen["err"][1], errs[1][: shapes[1][0], : shapes[1][1]])
+    assert len(seen["psf"]) == 2 and seen["sky_type"] == "flat"
+    table = Table.read(out)
+    assert "0-based" in "".join(table.meta["comments"])
+    assert np.all(np.isnan(table["flux_image"])) and not np.any(table["extrapolated"])
