@@ -96,7 +96,7 @@ def test_docs_build_strict(tmp_path):
     assert not warnings, "\n".join(warnings)
     site = tmp_path / "site"
     for page in ("index.html", "api/fitter/index.html", "notebooks/quickstart/index.html",
-                 "conventions/index.html", "conventions/conventions.png"):
+                 "conventions/index.html", "conventions.png"):
         assert (site / page).is_file(), f"{page} missing from the built site"
     # The docstrings' Sphinx roles are rendered as links, never as literal markup.
     literal = {}
