@@ -178,7 +178,8 @@ def _profiles(res: Any, rplot: np.ndarray) -> dict:
     }
 
 
-def _summary(res: Any, kind: str, zpt: float | None, pixel_scale: float | None, unit: str) -> str:
+def _summary(res: Any, kind: str, zpt: float | None, pixel_scale: float | None, unit: str,
+             sky: np.ndarray | None) -> str:
     """The summary panel's text: measured quantities, then the model's set-up."""
     flux = np.asarray(an.flux(res.weights, res.sig))
     r50 = np.asarray(an.radius_fraction(0.5, res.weights, res.sig))
@@ -206,6 +207,8 @@ def _summary(res: Any, kind: str, zpt: float | None, pixel_scale: float | None, 
             lines.append(f"  PA     {format_value(pa)} deg east of north")
     lines.append(f"  x0     {format_value(res.x0, '%.2f')} px (axis 0)")
     lines.append(f"  y0     {format_value(res.y0, '%.2f')} px (axis 1)")
+    if sky is not None:
+        lines.append(f"  sky    {format_value(np.median(sky))} {unit} / pixel (median, {kind})")
 
     sig = np.asarray(res.sig)
     psf = f"{len(np.atleast_1d(res.psf_sig))} Gaussians" if res.has_psf else "none"
@@ -386,6 +389,6 @@ def diagnostic_figure(
     _draw_profiles(axd, res, ims, unit, pixel_scale)
     ax = axd["summary"]
     ax.set_axis_off()
-    ax.text(0.0, 1.0, _summary(res, kind, zpt, pixel_scale, unit), transform=ax.transAxes,
+    ax.text(0.0, 1.0, _summary(res, kind, zpt, pixel_scale, unit, ims["sky"]), transform=ax.transAxes,
             ha="left", va="top", family="monospace", fontsize=10)
     return fig

@@ -217,6 +217,29 @@ def test_round_galaxy_has_no_angle_and_arcsec_from_results(fitter):
         diagnostic_figure(res, pixel_scale=-1.0)
 
 
+@pytest.mark.parametrize("sky", ["flat", None])
+def test_flat_sky_and_no_sky(fitter, sky, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    d = _as_dict(fitter, False)
+    d["min_param"] = d["min_param"][: -3 if sky is None else -2]
+    d.update(Ndof=len(d["min_param"]), Ndof_sky=0 if sky is None else 1, sky_model=sky is not None)
+    fig = ImcascadeResults(d).make_diagnostic_fig()
+    text = _summary(fig)
+    panel = _panel(fig, "sky")
+    if sky is None:
+        assert "none fitted" in panel.get_title() and not panel.images and "sky: none" in text
+    else:
+        # A flat sky is one value: a small range centred on it, and the value in the summary.
+        norm = panel.images[0].norm
+        assert (norm.vmin + norm.vmax) / 2 == pytest.approx(0.01) and norm.vmax - norm.vmin < 0.01
+        assert "sky    0.01 counts / pixel" in text and "sky: flat" in text
+    boxes = [box for _, box in _drawn_text_boxes(fig, monkeypatch)]
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]
+                if min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5]
+    plt.close(fig)
+
+
 def test_position_angle_east_of_north():
     from astropy.wcs import WCS
 
