@@ -16,10 +16,10 @@ Deliberate differences from imcascade 1.1:
   without a PSF they return the intrinsic profile (1.1 prints a message and returns 0);
 - ``calc_iso_r`` with only one of ``zpt`` / ``pix_scale`` raises ValueError (1.1 prints, returns 0);
 - scalar radii of any type are accepted (1.1 only handles Python floats);
-- ``make_diagnostic_fig`` works for dicts holding the image, uses the posterior median when there
-  is no ``min_param`` (1.1 fails), shows posterior bands and error bars, zeroes the right sky
-  parameters for flat skies (1.1 always zeroes the last three), hides masked pixels and draws
-  without warnings (1.1 divides by zero at masked pixels);
+- ``make_diagnostic_fig`` (drawn by :mod:`imcascade_jax.plotting`) works for dicts holding the
+  image, shows the posterior median and percentiles for posteriors (1.1 fails without
+  ``min_param``), zeroes the right sky parameters for flat skies (1.1 always zeroes the last
+  three), hides masked pixels and draws without warnings (1.1 divides by zero at masked pixels);
 - :class:`MultiResults` takes a ``seed`` and weights each result by the samples actually analysed
   (1.1 counts the unthinned posterior, which breaks with ``thin_posterior > 1``).
 """
@@ -36,7 +36,8 @@ import numpy as np
 
 from imcascade_jax import analysis as an
 from imcascade_jax.footprint import OUTSIDE_WARN_FRACTION, extrapolation_warning, footprint_analysis
-from imcascade_jax.io import load_results, read_tree, sky_type_for, write_tree
+from imcascade_jax.io import load_results, read_tree, write_tree
+from imcascade_jax.plotting import diagnostic_figure
 from imcascade_jax.utils import get_med_errors, vars_to_use
 from imcascade_jax.world import sky_analysis, wrap_position_angle
 
@@ -46,8 +47,6 @@ __all__ = ["ImcascadeResults", "MultiResults", "calc_flux_input", "r_root_func"]
 _MODEL_ATTRS = ("sky_type", "render_mode", "wcs", "pixel_scale")
 #: Keys of radii (pixels) that get an arcsec counterpart.
 _RADIUS_KEY = re.compile(r"^r\d+(_image)?$")
-#: At most this many posterior samples are drawn in the diagnostic figure's profiles.
-_FIG_MAX_SAMPLES = 1000
 
 
 def _numpy(value: Any) -> Any:
@@ -467,179 +466,19 @@ class ImcascadeResults:
         return _out(an.petrosian_radius(self.weights, self.sig, P_ratio, r_fac_min, r_fac_max))
 
     # -- figure ---------------------------------------------------------------------------------
-    def make_diagnostic_fig(self) -> Any:
-        """Figure to assess a fit: image, model, sky, residuals, intrinsic profile with its
-        components, curve of growth and a summary.
+    def make_diagnostic_fig(
+        self, *, zpt: float | None = None, pixel_scale: float | None = None, unit: str | None = None
+    ) -> Any:
+        """Figure to assess a fit: data, model, sky, residuals, profile, curve of growth, summary.
 
-        Works from a ``Fitter``, from an ASDF file, and from a dict holding ``img`` (with
-        ``weight`` / ``mask`` if any). The model shown is ``min_param``, or the posterior median
-        when there is none; profiles show the posterior median and its 16-84% band.
+        Drawn by :func:`imcascade_jax.plotting.diagnostic_figure`, which documents the panels and
+        the optional ``zpt`` (magnitudes), ``pixel_scale`` (arcsec) and ``unit`` (pixel values).
 
         Returns
         -------
         matplotlib.figure.Figure
         """
-        return _diagnostic_figure(self)
-
-    def _renderer(self) -> Any:
-        """An object with ``make_model`` / ``get_sky_model`` for this result's image."""
-        if self.obj_type == "class":
-            return self.input
-        if getattr(self, "img", None) is None:
-            raise ValueError(
-                "make_diagnostic_fig needs the image: pass a Fitter, an ASDF file, or a dict with 'img'"
-            )
-        from imcascade_jax.mgm import MultiGaussModel
-
-        sky_type = getattr(self, "sky_type", None) or sky_type_for(self.Ndof_sky) or "tilted-plane"
-        return MultiGaussModel(
-            np.shape(self.img),
-            self.sig,
-            self.psf_sig if self.has_psf else None,
-            self.psf_a if self.has_psf else None,
-            verbose=False,
-            sky_model=bool(self.sky_model),
-            sky_type=sky_type,
-            render_mode=getattr(self, "render_mode", None) or "hybrid",
-            log_weight_scale=bool(self.log_weight_scale),
-            psf_shape=getattr(self, "psf_shape", None),
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Diagnostic figure
-
-
-def _best_params(res: ImcascadeResults) -> np.ndarray:
-    if getattr(res, "min_param", None) is not None:
-        return np.asarray(res.min_param, dtype=float)
-    return np.median(np.asarray(res.posterior, dtype=float), axis=0)
-
-
-def _fig_images(res: ImcascadeResults) -> dict:
-    """Image, model without sky, sky and residuals, as masked arrays (masked pixels hidden)."""
-    source = res.input if res.obj_type == "class" else res
-    renderer = res._renderer()
-    img = np.asarray(source.img, dtype=float)
-    mask = getattr(source, "mask", None)
-    mask = np.zeros(img.shape, bool) if mask is None else np.asarray(mask) > 0
-    weight = getattr(source, "weight", None)
-    weight = np.ones(img.shape) if weight is None else np.asarray(weight, dtype=float)
-    # Zero-weight pixels carry no information (1.1 zeroes the weight of masked pixels): hide them too.
-    hidden = mask | ~(weight > 0) | ~np.isfinite(img)
-
-    params = _best_params(res)
-    n_sky = int(res.Ndof_sky) if res.sky_model else 0
-    no_sky = params.copy()
-    sky = np.zeros(img.shape)
-    if n_sky:
-        no_sky[-n_sky:] = 0.0
-        sky = np.broadcast_to(np.asarray(renderer.get_sky_model(params[-n_sky:]), dtype=float), img.shape)
-    model = np.asarray(renderer.make_model(no_sky), dtype=float)
-    return {
-        "img": np.ma.masked_array(img, hidden),
-        "model": model,
-        "sky": sky,
-        "resid": np.ma.masked_array(img - model - sky, hidden),
-        "rms": 1.0 / np.sqrt(weight[~hidden]),
-    }
-
-
-def _fig_profiles(res: ImcascadeResults, rplot: np.ndarray) -> dict:
-    """Median (and 16-84% band) of the intrinsic profile, its components and the curve of growth."""
-    weights, q = res.weights, res.q
-    if res._is_posterior and len(weights) > _FIG_MAX_SAMPLES:
-        keep = np.linspace(0, len(weights) - 1, _FIG_MAX_SAMPLES).astype(int)
-        weights, q = weights[keep], q[keep]
-    comps = np.asarray(an.sbp(rplot, weights, res.sig, q, return_ind=True))
-    total = comps.sum(-1)
-    cog = np.asarray(an.cog(rplot, weights, res.sig))
-    if not res._is_posterior:
-        return {"sbp": total, "sbp_band": None, "comps": comps, "cog": cog, "cog_band": None}
-    return {
-        "sbp": np.median(total, axis=0),
-        "sbp_band": np.percentile(total, [16, 84], axis=0),
-        "comps": np.median(comps, axis=0),
-        "cog": np.median(cog, axis=0),
-        "cog_band": np.percentile(cog, [16, 84], axis=0),
-    }
-
-
-def _fmt(value: Any, unit: str = "") -> str:
-    """'1.23' for a number or a constant sample (e.g. express-mode q), '1.23 (-0.04/+0.05)' for a
-    distribution (16th-84th percentiles)."""
-    arr = np.asarray(value, dtype=float)
-    if arr.ndim == 0 or np.ptp(arr) == 0:
-        return f"{arr.flat[0]:.2f}{unit}"
-    med, lo, hi = get_med_errors(arr)
-    return f"{med:.2f}{unit} (-{lo:.2f}/+{hi:.2f})"
-
-
-def _diagnostic_figure(res: ImcascadeResults) -> Any:
-    import matplotlib.pyplot as plt
-
-    ims = _fig_images(res)
-    fig, axes = plt.subplots(2, 4, figsize=(13, 6.5))
-    (ax_img, ax_mod, ax_sky, ax_res), (ax_sbp, ax_cog, ax_txt1, ax_txt2) = axes
-
-    shown = np.arcsinh(ims["img"].compressed())
-    vlo, vhi = np.percentile(shown, [30, 99]) if shown.size else (0.0, 1.0)
-    for ax, title, image in (
-        (ax_img, "Image", ims["img"]),
-        (ax_mod, "Best Fit Obs. Galaxy Model", ims["model"]),
-        (ax_sky, "Best Fit Sky Model", ims["sky"]),
-    ):
-        ax.imshow(np.arcsinh(image), vmin=vlo, vmax=vhi, cmap="cividis")
-        ax.set_title(title)
-        ax.axis("off")
-    resid = ims["resid"].compressed()
-    spread = np.arcsinh(3.5 * np.std(resid)) if resid.size and np.std(resid) > 0 else 1.0
-    ax_res.imshow(np.arcsinh(ims["resid"]), cmap="twilight", vmin=-spread, vmax=spread)
-    ax_res.set_title("Residuals")
-    ax_res.axis("off")
-
-    rplot = np.linspace(0, float(np.max(res.sig)) * 1.2, 50)
-    prof = _fig_profiles(res, rplot)
-    ax_sbp.plot(rplot, prof["comps"], "r--", lw=1)
-    ax_sbp.plot(rplot, prof["sbp"], "k-", lw=2, label="Total")
-    if prof["sbp_band"] is not None:
-        ax_sbp.fill_between(rplot, *prof["sbp_band"], color="k", alpha=0.25, lw=0)
-    rms_med = np.median(ims["rms"]) if ims["rms"].size else np.nan
-    sky_med = np.median(np.abs(ims["sky"][~np.ma.getmaskarray(ims["img"])])) if shown.size else 0.0
-    for level, style, label in ((rms_med, "C0:", "Med. RMS/pix"), (sky_med, "C1:", "Med. |Sky Model|")):
-        if np.isfinite(level) and level > 0:  # a log axis cannot show 0 (no sky) or NaN
-            ax_sbp.plot(rplot[[0, -1]], [level, level], style, lw=3, label=label)
-    ax_sbp.set_yscale("log")
-    top = prof["sbp"][0] * 1.4
-    ax_sbp.set_ylim(max(prof["sbp"][-1] * 0.4, top * 1e-8), top)
-    ax_sbp.set_xlabel("radius (pixels)")
-    ax_sbp.set_title("Intr. SBP")
-    ax_sbp.legend(frameon=False)
-
-    ax_cog.plot(rplot, prof["cog"], "k-", lw=2)
-    if prof["cog_band"] is not None:
-        ax_cog.fill_between(rplot, *prof["cog_band"], color="k", alpha=0.25, lw=0)
-    ax_cog.set_xlabel("radius (pixels)")
-    ax_cog.set_title("Intr. Curve-of-growth")
-
-    for ax in (ax_txt1, ax_txt2):
-        ax.axis("off")
-    summary = (
-        f"Flux = {_fmt(res.calc_flux())}\n"
-        f"r_eff = {_fmt(res.calc_r50(), ' px')}\n"
-        f"q = {_fmt(res.q)}\n"
-        f"PA = {_fmt(res.pa, ' rad')}"
-    )
-    ax_txt1.text(0.01, 0.99, summary, transform=ax_txt1.transAxes, fontsize=12, ha="left", va="top")
-    setup = (
-        f"# of components = {int(res.Ndof_gauss):d}\n"
-        f"PSF? - {bool(res.has_psf)}\n"
-        f"Sky? - {bool(res.sky_model)}\n"
-        f"Posterior? - {getattr(res, 'post_method', None) or res._is_posterior}"
-    )
-    ax_txt2.text(0.01, 0.99, setup, transform=ax_txt2.transAxes, fontsize=12, ha="left", va="top")
-    fig.subplots_adjust(wspace=0.2)
-    return fig
+        return diagnostic_figure(self, zpt=zpt, pixel_scale=pixel_scale, unit=unit)
 
 
 class MultiResults:

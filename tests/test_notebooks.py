@@ -5,6 +5,9 @@ Each notebook of ``notebooks/`` is executed with nbclient in a fresh kernel, fro
 ``real_galaxy.ipynb`` reads real data from ``../shared/data/real`` when it is there and falls back
 on a synthetic galaxy otherwise; when the data are present it is also run with them hidden, so
 that both paths are tested.
+
+Executing the notebooks is slow: ``test_notebook_runs`` is marked ``docs`` and left out of the
+default run (``python -m pytest -m docs`` runs it, as ``.ci/run`` does).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def test_notebook_is_stored_executed(path):
     assert path.stat().st_size < 1_500_000, f"{path.name}: stored notebook too large"
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize(("path", "variant"), list(_cases()))
 def test_notebook_runs(path, variant, monkeypatch):
     nbformat = pytest.importorskip("nbformat")

@@ -9,8 +9,6 @@ profiles): ours are the exact ones, 1.1's grid interpolation is off by up to ~2e
 
 from __future__ import annotations
 
-import warnings
-
 import matplotlib
 import numpy as np
 import pytest
@@ -325,120 +323,7 @@ def test_multiresults_with_thinned_posteriors(multi_inputs):
     assert multi.calc_sbp(RADII, num=10).shape == (len(RADII), 10)
 
 
-# -- diagnostic figure ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fitter():
-    """A small Fitter with masked pixels and a posterior, set directly (no fit)."""
-    fitter_mod = pytest.importorskip("imcascade_jax.fitter")
-    from imcascade_jax.mgm import MultiGaussModel
-
-    sig = np.logspace(np.log10(0.75), np.log10(12.0), 6)
-    truth = np.concatenate([[20.3, 19.6, 0.6, 0.8], np.log10([2, 6, 12, 9, 4, 1]), [0.01, 1e-4, -2e-4]])
-    model = MultiGaussModel((40, 40), sig, PSF_SIG[:2], np.array([0.6, 0.4]), verbose=False)
-    rng = np.random.default_rng(3)
-    img = model.make_model(truth) + rng.normal(0, 0.02, (40, 40))
-    mask = np.zeros((40, 40))
-    mask[5:9, 28:34] = 1
-    img[5:9, 28:34] += 3.0  # a masked neighbour
-    fit = fitter_mod.Fitter(
-        img,
-        sig,
-        PSF_SIG[:2],
-        np.array([0.6, 0.4]),
-        weight=np.full((40, 40), 2500.0),
-        mask=mask,
-        verbose=False,
-    )
-    fit.min_param = truth
-    fit.posterior = (
-        truth + rng.normal(0, 0.02, (400, len(truth))) * np.r_[np.zeros(4), np.ones(6), np.zeros(3)]
-    )
-    fit.post_method = "dynesty-express"
-    fit.logz, fit.logz_err = -50.0, 0.1
-    return fit
-
-
-PANEL_TITLES = [
-    "Image",
-    "Best Fit Obs. Galaxy Model",
-    "Best Fit Sky Model",
-    "Residuals",
-    "Intr. SBP",
-    "Intr. Curve-of-growth",
-]
-
-
-def _check_figure(fig):
-    axes = fig.axes
-    assert [ax.get_title() for ax in axes[:6]] == PANEL_TITLES
-    assert len(axes[0].images) == len(axes[3].images) == 1
-    image = axes[0].images[0].get_array()
-    assert np.ma.getmaskarray(image).sum() == 24  # the masked pixels are hidden
-    sbp_lines = axes[4].get_lines()
-    assert len(sbp_lines) == 6 + 1 + 2  # 6 components, total, noise and sky levels
-    assert axes[4].get_yscale() == "log"
-    texts = [t.get_text() for ax in axes[6:] for t in ax.texts]
-    assert any("Flux =" in t and "r_eff" in t for t in texts)
-    assert any("# of components = 6" in t for t in texts)
-
-
-def test_diagnostic_figure_from_fitter_and_file_without_warnings(fitter, tmp_path):
-    import matplotlib.pyplot as plt
-
-    from imcascade_jax import io
-
-    io.save_results(fitter, tmp_path / "fit.asdf")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for source in (fitter, str(tmp_path / "fit.asdf")):
-            fig = ImcascadeResults(source).make_diagnostic_fig()
-            _check_figure(fig)
-            plt.close(fig)
-        # Least squares only, and a dict holding the image.
-        fitter_dict = {
-            k: getattr(fitter, k) for k in ("img", "weight", "mask", "sig", "psf_sig", "psf_a", "min_param")
-        }
-        fig = ImcascadeResults(fitter_dict).make_diagnostic_fig()
-        _check_figure(fig)
-        plt.close(fig)
-    with pytest.raises(ValueError, match="img"):
-        ImcascadeResults(make_inputs()["min"]).make_diagnostic_fig()
-
-
-def test_diagnostic_figure_models_the_image(fitter):
-    import matplotlib.pyplot as plt
-
-    fig = ImcascadeResults(fitter).make_diagnostic_fig()
-    model = fig.axes[1].images[0].get_array()
-    resid = np.ma.compressed(fig.axes[3].images[0].get_array())
-    np.testing.assert_allclose(
-        np.sinh(model), fitter.make_model(np.r_[fitter.min_param[:-3], 0, 0, 0]), rtol=1e-9
-    )
-    # Residuals of the true model are the noise (sigma 0.02) and the sky is removed.
-    assert abs(np.std(np.sinh(resid)) - 0.02) < 0.003
-    plt.close(fig)
-
-
-@pytest.mark.slow
-def test_11_diagnostic_figure_warns_on_masked_pixels(ref_cls):
-    # The 1.1 bug ours fixes (test above): 1.1 divides by zero at masked (zero-weight) pixels.
-    from imcascade.fitter import Fitter as RefFitter
-
-    img = np.random.default_rng(1).normal(0, 0.01, (40, 40))
-    mask = np.zeros((40, 40))
-    mask[2:5, 30:34] = 1
-    fit = RefFitter(
-        img,
-        SIG[:5],
-        PSF_SIG[:2],
-        np.array([0.7, 0.3]),
-        weight=np.full((40, 40), 1e4),
-        mask=mask,
-        verbose=False,
-    )
-    fit.min_param = np.concatenate([[20, 20, 0.7, 1.0], LOG_W[:5], [1e-3, 1e-5, -1e-5]])
-    with pytest.warns(RuntimeWarning, match="divide by zero"):
-        ref_cls(fit).make_diagnostic_fig()
+# The diagnostic figure is tested in tests/test_figure.py.
 
 
 def test_analysis_core_is_what_the_class_uses(inputs):
