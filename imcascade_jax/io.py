@@ -34,7 +34,7 @@ from typing import Any
 import asdf
 import numpy as np
 
-from imcascade_jax.utils import vars_to_use
+from imcascade_jax.result_keys import vars_to_use
 
 __all__ = [
     "EXTRA_KEY",

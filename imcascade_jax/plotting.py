@@ -95,35 +95,35 @@ def position_angle(wcs: Any, x0: float, y0: float, phi: Any) -> Any:
     return np.mod(pa, 180.0)
 
 
-def _renderer(res: Any) -> Any:
-    """An object with ``make_model`` / ``get_sky_model`` for the results' image."""
-    if res.obj_type == "class":
-        return res.input
+def _core_model(res: Any) -> Any:
+    """The core :class:`~imcascade_jax.model.Model` of the results' image."""
+    if res.obj_type == "class" and getattr(res.input, "model", None) is not None:
+        return res.input.model
     if getattr(res, "img", None) is None:
         raise ValueError(
             "make_diagnostic_fig needs the image: pass a Fitter, an ASDF file, or a dict with 'img'"
         )
-    from imcascade_jax.mgm import MultiGaussModel
+    from imcascade_jax.model import make_model
 
     sky_type = getattr(res, "sky_type", None) or sky_type_for(res.Ndof_sky) or "tilted-plane"
-    return MultiGaussModel(
+    return make_model(
         np.shape(res.img),
         res.sig,
         res.psf_sig if res.has_psf else None,
         res.psf_a if res.has_psf else None,
-        verbose=False,
-        sky_model=bool(res.sky_model),
-        sky_type=sky_type,
+        psf_shape=getattr(res, "psf_shape", None),
+        sky_type=sky_type if res.sky_model else None,
         render_mode=getattr(res, "render_mode", None) or "hybrid",
         log_weight_scale=bool(res.log_weight_scale),
-        psf_shape=getattr(res, "psf_shape", None),
     )
 
 
 def _images(res: Any, params: np.ndarray) -> dict:
     """Data, galaxy model (no sky), sky and residuals; masked and zero-weight pixels hidden."""
     source = res.input if res.obj_type == "class" else res
-    renderer = _renderer(res)
+    from imcascade_jax.render import render, render_sky
+
+    core = _core_model(res)
     img = np.asarray(source.img, dtype=float)
     mask = getattr(source, "mask", None)
     mask = np.zeros(img.shape, bool) if mask is None else np.asarray(mask) > 0
@@ -138,8 +138,8 @@ def _images(res: Any, params: np.ndarray) -> dict:
     sky = None
     if n_sky:
         no_sky[-n_sky:] = 0.0
-        sky = np.broadcast_to(np.asarray(renderer.get_sky_model(params[-n_sky:]), dtype=float), img.shape)
-    model = np.asarray(renderer.make_model(no_sky), dtype=float)
+        sky = np.broadcast_to(np.asarray(render_sky(core, params[-n_sky:]), dtype=float), img.shape)
+    model = np.asarray(render(core, no_sky), dtype=float)
     resid = img - model - (0.0 if sky is None else sky)
     shown = resid[~hidden]
     # Robust noise level of the residuals: sets the stretch of the images.

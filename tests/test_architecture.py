@@ -25,15 +25,18 @@ LAYERS = {
     "core": {
         "_config", "status", "model", "params", "render", "derivatives", "likelihood", "fit",
         "buckets", "express", "priors", "logdensity", "nuts", "diagnostics", "nested", "sample",
-        "analysis", "psf_decompose", "setup_maths", "synthetic",
+        "analysis", "footprint", "psf_decompose", "setup_maths", "synthetic",
     },
     "application": {
-        "__init__", "inputs", "prepare", "defaults", "batch", "io", "world", "plotting", "cli",
+        "__init__", "inputs", "errors", "detect", "prepare", "defaults", "logs", "batch",
+        "catalog_inputs", "catalog_setup", "catalog_batches", "catalog_schedule", "catalog_table",
+        "io", "result_keys", "world", "plotting", "psf_figure", "cli", "cli_common", "cli_fit",
+        "cli_catalog",
     },
     "shim": {"fitter", "mgm", "psf_fitter", "results", "utils", "_posterior_methods"},
 }
 #: Application modules allowed to import the shim (front ends that run the 1.1-style flow).
-FRONT_ENDS = {"cli", "__init__"}
+FRONT_ENDS = {"cli", "cli_fit", "cli_catalog", "__init__"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
