@@ -7,7 +7,6 @@ The classes here hold data and settings and call the functional core
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
@@ -377,9 +376,7 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
         np.zeros(img.shape, dtype=bool)
     if mask is not None:
         given_bad = given_bad | bad_pixel_mask(mask, img.shape)
-    n_non_finite = int(np.sum(~np.isfinite(img) & ~given_bad))
-    if n_non_finite:
-        warnings.warn(f"masking {n_non_finite} non-finite pixels of 'im'", stacklevel=2)
+    # Non-finite pixels are reported once, by the set-up (prepare_inputs).
     if err is not None:
         # One rule for errors (inputs.weight_from_errors); pixels without weight get an infinite
         # error, i.e. weight 0, in the set-up.
