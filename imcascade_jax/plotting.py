@@ -312,15 +312,16 @@ def _draw_profiles(axd: dict, res: Any, ims: dict, unit: str, pixel_scale: float
     ax.plot(r_show, prof["sbp"], "k-", lw=2, label="total")
     if prof["sbp_band"] is not None:
         ax.fill_between(r_show, *prof["sbp_band"], color="k", alpha=0.25, lw=0)
+    ax.set_yscale("log")
+    top = prof["sbp"][0] * 1.5
+    bottom = max(prof["sbp"][-1] * 0.4, top * 1e-8)
+    ax.set_ylim(bottom, top)
     rms_med = np.median(ims["rms"]) if ims["rms"].size else np.nan
     visible = ~np.ma.getmaskarray(ims["img"])
     sky_med = np.median(np.abs(ims["sky"][visible])) if ims["sky"] is not None and visible.any() else 0.0
-    for level, style, label in ((rms_med, "C0:", "median pixel rms"), (sky_med, "C1:", "median |sky|")):
-        if np.isfinite(level) and level > 0:  # a log axis cannot show 0 (no sky) or NaN
-            ax.axhline(level, color=style[:2], ls=":", lw=2, label=label)
-    ax.set_yscale("log")
-    top = prof["sbp"][0] * 1.5
-    ax.set_ylim(max(prof["sbp"][-1] * 0.4, top * 1e-8), top)
+    for level, color, label in ((rms_med, "C0", "median pixel rms"), (sky_med, "C1", "median |sky|")):
+        if np.isfinite(level) and bottom < level < top:  # only levels the axis shows (not 0 or NaN)
+            ax.axhline(level, color=color, ls=":", lw=2, label=label)
     ax.set_xlabel(f"semi-major axis [{r_unit}]")
     ax.set_ylabel(f"intrinsic surface brightness [{unit} / pixel]")
     ax.set_title("Intrinsic profile", fontsize=11)

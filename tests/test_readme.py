@@ -2,6 +2,8 @@
 
 Each marked block (the fenced ``python`` block right after the marker) is executed in a fresh
 namespace; the functional-core example must then have fitted its noisy copies of a known model.
+Running it compiles a vmapped solver (~15 s of CPU): like the notebooks, it is a ``docs`` test,
+run by ``python -m pytest -m docs`` (and ``.ci/run``), not by the default run.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from imcascade_jax import analysis as an
 
@@ -26,6 +29,7 @@ def test_readme_has_a_marked_example():
     assert len(blocks) == 1 and "least_squares_jit" in blocks[0]
 
 
+@pytest.mark.docs
 def test_functional_core_example_runs_and_fits():
     (code,) = _marked_blocks()
     namespace: dict = {"__name__": "readme_example"}
