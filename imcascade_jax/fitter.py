@@ -85,7 +85,7 @@ class Fitter(PosteriorMethods, MultiGaussModel):
         Widths of the Gaussian components (positive, increasing).
     psf_sig, psf_a : 1D array or None
         Gaussian decomposition of the PSF; both ``None`` for no PSF. ``psf_a`` is normalised to
-        unit sum (a warning names the sum when it is off by more than 0.1%).
+        unit sum (a warning names the sum when it is off by more than 1%).
     weight : 2D array or FITS path, optional
         Pixel weights (inverse variance, >= 0; NaN masks the pixel); ones if ``None``.
     mask : 2D array, numpy masked array or FITS path, optional

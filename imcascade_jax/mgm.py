@@ -34,8 +34,9 @@ from imcascade_jax.params import check_length, unpack
 
 #: Floating dtypes a model renders in.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-#: ``psf_a`` summing to 1 within this relative tolerance is normalised without a warning.
-PSF_A_SUM_RTOL = 1e-3
+#: ``psf_a`` summing to 1 within this relative tolerance is normalised without a warning (a
+#: Gaussian decomposition that leaves out the faint wings of a unit-sum PSF sums to slightly less).
+PSF_A_SUM_RTOL = 1e-2
 
 
 def check_float_dtype(dtype: Any) -> Any:

@@ -142,10 +142,10 @@ def test_psf_a_not_summing_to_one_is_normalised_with_a_warning(small):
     np.testing.assert_allclose(half.psf_a, PSF_A, rtol=1e-15)
     p = unit.param_init
     np.testing.assert_array_equal(half.make_model(p), unit.make_model(p))
-    # within 0.1% of 1: normalised without a warning
+    # within 1% of 1 (a 3-Gaussian fit of a PSF may leave out 0.1% in its wings): normalised without a warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        near = MultiGaussModel(SHAPE, SIG, PSF_SIG, PSF_A * 1.0005)
+        near = MultiGaussModel(SHAPE, SIG, PSF_SIG, PSF_A * 0.995)
     np.testing.assert_allclose(near.psf_a.sum(), 1.0, rtol=1e-15)
 
 
