@@ -36,7 +36,7 @@ import numpy as np
 
 from imcascade_jax import analysis as an
 from imcascade_jax.footprint import OUTSIDE_WARN_FRACTION, extrapolation_warning, footprint_analysis
-from imcascade_jax.io import load_results, read_tree, write_tree
+from imcascade_jax.io import check_writable, load_results, read_tree, write_tree
 from imcascade_jax.plotting import diagnostic_figure
 from imcascade_jax.utils import get_med_errors, vars_to_use
 from imcascade_jax.world import sky_analysis, wrap_position_angle
@@ -325,6 +325,7 @@ class ImcascadeResults:
         wcs: Any = None,
         pixel_scale: float | None = None,
         warn_fraction: float = OUTSIDE_WARN_FRACTION,
+        overwrite: bool = False,
     ) -> dict:
         """Flux, magnitude, r20 / r50 / r80 / r90 and concentrations, what the image holds of
         them, and their sky coordinates and angular sizes; optionally saved.
@@ -344,6 +345,10 @@ class ImcascadeResults:
             ``flux_post``, ``r20_post``... for posteriors).
         save_file : str or path, optional
             Output file.
+        overwrite : bool, optional
+            Replace an existing ``save_file``; without it an existing file raises
+            ``FileExistsError`` (checked before any work), except the file these results were
+            read from, which imcascade 1.1 updates in place.
         wcs : astropy.wcs.WCS, optional
             The image's WCS (default: the one the fitter was given, if any).
         pixel_scale : float, optional
@@ -366,6 +371,9 @@ class ImcascadeResults:
             :func:`imcascade_jax.world.sky_analysis` (``ra``, ``dec`` in degrees, ``pa_deg`` east
             of north, ``q_sky``, ``pixel_scale``, ``r20_arcsec``...).
         """
+        if save_results:
+            overwrite = overwrite or self._is_own_file(save_file)
+            check_writable(save_file, overwrite)
         per_sample = {
             k: np.asarray(v) for k, v in an.basic_analysis(self.weights, self.sig, cutoff, zpt).items()
         }
@@ -393,8 +401,14 @@ class ImcascadeResults:
             if message:
                 warnings.warn(message, UserWarning, stacklevel=2)
         if save_results:
-            self._save_analysis(res_dict, save_file)
+            self._save_analysis(res_dict, save_file, overwrite)
         return res_dict
+
+    def _is_own_file(self, save_file: str | os.PathLike) -> bool:
+        """Whether ``save_file`` is the ASDF file these results were read from."""
+        if self.obj_type != "file":
+            return False
+        return os.path.abspath(os.fspath(save_file)) == os.path.abspath(os.fspath(self.input))
 
     def _image_shape(self) -> tuple[int, int] | None:
         source = self.input if self.obj_type == "class" else self
@@ -412,7 +426,7 @@ class ImcascadeResults:
             terms["mag_image"] = -2.5 * np.log10(terms["flux_image"]) + zpt
         return terms
 
-    def _save_analysis(self, res_dict: dict, save_file: str | os.PathLike) -> None:
+    def _save_analysis(self, res_dict: dict, save_file: str | os.PathLike, overwrite: bool) -> None:
         if self.obj_type == "file":
             tree = read_tree(self.input)
         else:
@@ -422,7 +436,7 @@ class ImcascadeResults:
                 for key in ("flux", "r20", "r50", "r80", "r90"):
                     tree[key + "_post"] = tree.pop(key)
         tree.update(res_dict)
-        write_tree(tree, save_file)
+        write_tree(tree, save_file, overwrite=overwrite)
 
     def calc_iso_r(self, I: float, zpt: float | None = None, pix_scale: float | None = None) -> Any:
         """Isophotal radius: where the intrinsic surface-brightness profile equals ``I``.

@@ -279,6 +279,15 @@ def test_run_basic_analysis_saves(inputs, tmp_path):
     with asdf.open(tmp_path / "b.asdf") as af:
         np.testing.assert_allclose(af.tree["flux"], out["flux"])
         assert "flux_post" in af.tree and "mag" in af.tree
+    # Another existing file is refused before any work unless overwrite=True; the file the
+    # results were read from is updated in place, as imcascade 1.1 does.
+    with pytest.raises(FileExistsError, match="overwrite"):
+        res.run_basic_analysis(save_results=True, save_file=tmp_path / "b.asdf")
+    res.run_basic_analysis(save_results=True, save_file=tmp_path / "b.asdf", overwrite=True)
+    again = ImcascadeResults(str(tmp_path / "b.asdf"))
+    again.run_basic_analysis(zpt=25.0, save_results=True, save_file=tmp_path / "b.asdf")
+    with asdf.open(tmp_path / "b.asdf") as af:
+        np.testing.assert_allclose(af.tree["mag"][0], -2.5 * np.log10(af.tree["flux"][0]) + 25.0)
 
 
 # -- MultiResults ---------------------------------------------------------------------------------
