@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imcascade_jax import fit as _fit
+from imcascade_jax._config import compilation_cache_dir
 from imcascade_jax.model import Model
 
 logger = logging.getLogger("imcascade_jax")
@@ -160,12 +161,10 @@ def _key(args, options, periodic_phi):
 
 
 def _announce(model: Model, original: Sequence[int]) -> None:
-    from imcascade_jax import _config
-
     nx, ny = original
     padded = "" if tuple(original) == tuple(model.shape) else \
         f" (padded to {model.shape[0]}x{model.shape[1]})"
-    where = _config.compilation_cache_dir()
+    where = compilation_cache_dir()
     cached = f"kept in {where} for next time" if where else "compilation cache off"
     logger.info("Compiling the least-squares fit for %dx%d images%s, %d components, %s "
                 "(once per shape family; %s)", nx, ny, padded, model.n_gauss,
