@@ -2,12 +2,19 @@
 
 A compiled fit depends on the image shape, so a process fitting cutouts of many sizes would
 compile (5-8 CPU seconds) for each. Here each axis is padded up to the next size of a fixed
-geometric grid (:data:`BUCKET_SIZES`, ratio ~1.38, multiples of 8) with zero data and zero
-weight: padded pixels add nothing to chi2, to the gradient or to ``J^T J``, so the fit is the
-same one (equal to rounding), and every image whose sizes fall in the same grid interval shares
-one compiled program. Images from 60 to 300 px fall in six intervals per axis (64, 88, 120, 168,
-224, 312). The padding costs at most ``1.93x`` the pixels (121x121 -> 168x168) and ``1.38x`` on
-average over square images of 60 to 300 px.
+geometric grid (:data:`BUCKET_SIZES`: ``40 * 1.5^k`` rounded up to a multiple of 8) with zero
+data and zero weight: padded pixels add nothing to chi2, to the gradient or to ``J^T J``, so
+the fit is the same one (equal to rounding), and every image whose sizes fall in the same grid
+interval shares one compiled program. Near-square images (sides within
+``SQUARE_ASPECT`` of each other) get a square bucket, so that a square cutout and a slightly
+rectangular one of similar size share it too.
+
+Images from 60 to 300 px fall in five intervals per axis (64, 96, 136, 208, 304); 20 cutouts of
+random sizes in that range need 4-6 programs (times 2 when both of 1.1's default component
+counts, 7 and 9, occur in one interval). The price is pixels: a compiled fit step costs about
+its pixel count, and the padded area is on average 1.5x the image's (sides 60 to 300 px), at
+worst 2.3x for square images (137x137 -> 208x208) and 2.6x for near-square ones (120x137 ->
+208x208). On the CPU one avoided compilation (5-8 s) pays for hundreds of padded fit steps.
 
 Pixel coordinates are unchanged (padding is appended after the last row and column), so
 centres need no shift; the tilted-plane sky keeps its reference point through
@@ -27,11 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from imcascade_jax import fit as _fit
+from imcascade_jax._config import compilation_cache_dir
 from imcascade_jax.model import Model
 
 logger = logging.getLogger("imcascade_jax")
 
-_GRID_START, _GRID_RATIO, _GRID_STEP = 32, 1.38, 8
+_GRID_START, _GRID_RATIO, _GRID_STEP = 40, 1.5, 8
+#: Images whose longer side is at most this factor of the shorter one get a square bucket.
+SQUARE_ASPECT = 1.15
 
 
 def _grid(limit: int = 20000) -> tuple[int, ...]:
@@ -44,7 +54,7 @@ def _grid(limit: int = 20000) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-#: Bucket sizes along one axis: ``32 * 1.38^k`` rounded up to a multiple of 8.
+#: Bucket sizes along one axis: ``40 * 1.5^k`` rounded up to a multiple of 8.
 BUCKET_SIZES = _grid()
 
 
@@ -68,10 +78,17 @@ def bucket_size(n: int) -> int:
 
 
 def bucket_shape(shape: Sequence[int]) -> tuple[int, int]:
-    """The padded shape an image of ``shape`` (nx, ny) is fitted on: each axis bucketed."""
+    """The padded shape an image of ``shape`` (nx, ny) is fitted on.
+
+    Each axis is bucketed (:func:`bucket_size`); a near-square image (longer side at most
+    ``SQUARE_ASPECT`` times the shorter) gets the square bucket of its longer side.
+    """
     if len(shape) != 2:
         raise ValueError(f"'shape' must have two entries, got {tuple(shape)}")
-    return bucket_size(shape[0]), bucket_size(shape[1])
+    nx, ny = bucket_size(shape[0]), bucket_size(shape[1])
+    if max(shape) <= SQUARE_ASPECT * min(shape):
+        nx = ny = max(nx, ny)
+    return nx, ny
 
 
 def pad_model(model: Model, shape: Sequence[int]) -> Model:
@@ -144,12 +161,10 @@ def _key(args, options, periodic_phi):
 
 
 def _announce(model: Model, original: Sequence[int]) -> None:
-    from imcascade_jax import _config
-
     nx, ny = original
     padded = "" if tuple(original) == tuple(model.shape) else \
         f" (padded to {model.shape[0]}x{model.shape[1]})"
-    where = _config.compilation_cache_dir()
+    where = compilation_cache_dir()
     cached = f"kept in {where} for next time" if where else "compilation cache off"
     logger.info("Compiling the least-squares fit for %dx%d images%s, %d components, %s "
                 "(once per shape family; %s)", nx, ny, padded, model.n_gauss,
