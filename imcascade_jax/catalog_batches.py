@@ -106,6 +106,7 @@ def choose_batch_size(shape: Sequence[int], n_gauss: int, n_psf: int, n_params: 
 
 
 def _fit_one(model: Model, data, weight, x0, lb, ub, options, periodic):
+    """One galaxy's least-squares fit and the flux / radii analysis of its result."""
     res = _fit.least_squares(model, data, weight, x0, lb, ub, options, periodic)
     n = model.n_gauss
     flux = jnp.power(10.0, res.x[4:4 + n])
@@ -178,6 +179,7 @@ def batch_payload(static: BucketStatic, gals: list[Galaxy], size: int) -> dict[s
 
 
 def model_from_payload(static: BucketStatic, p: dict[str, Any]) -> Model:
+    """The batch's :class:`~imcascade_jax.model.Model` (array fields from the payload)."""
     return Model(sig=p["sig"], psf_sig=p["psf_sig"], psf_a=p["psf_a"], psf_q=p["psf_q"],
                  psf_phi=p["psf_phi"], shape=static.shape, has_psf=static.has_psf,
                  elliptical_psf=False, sky_type=static.sky_type, render_mode=static.render_mode,

@@ -44,7 +44,10 @@ class StartingPoint(NamedTuple):
 
 def _floor_abs(value: float, floor: float, fallback: float) -> float:
     # 1.1 keeps sky guesses away from 0 so that their +-10x bounds are not empty.
-    return fallback * np.sign(value + 1e-12) if abs(value) < floor else value
+    # The sign of the guess is kept (zero counts as positive, as in 1.1).
+    if abs(value) >= floor:
+        return value
+    return -fallback if value < 0 else fallback
 
 
 def _check_key(key: str, n_gauss: int, name: str) -> None:

@@ -194,7 +194,8 @@ def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux
         The sky the fit will use (only for the narrow-stamp warning).
     log_weight_scale : bool
         Whether the fit's fluxes are log10 (for the flux bounds ``a_min``/``a_max``).
-    Other arguments as :func:`~imcascade_jax.fitter.initialize_fitter`.
+    psf_oversamp, readnoise, gain, exp_time, num_components, component_widths
+        As :func:`~imcascade_jax.fitter.initialize_fitter`.
 
     Raises
     ------

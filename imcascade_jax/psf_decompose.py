@@ -73,6 +73,7 @@ def check_count(value: Any, name: str) -> int:
 
 
 def check_frac_cutoff(frac_cutoff: float) -> float:
+    """``frac_cutoff`` as a float in [0, 1) (ValueError otherwise)."""
     if not 0 <= frac_cutoff < 1:
         raise ValueError(f"frac_cutoff must be in [0, 1), got {frac_cutoff!r}")
     return float(frac_cutoff)
@@ -215,6 +216,7 @@ class LogProfileResiduals:
         return np.log10(np.maximum(self._model(p)[0], _LOG_FLOOR)) - self.log_profile
 
     def jac(self, p: np.ndarray) -> np.ndarray:
+        """Jacobian of the residuals with respect to ``[flux_1, ln sig_1, ...]``."""
         values, d_flux, d_log_sig = self._model(p)
         # Where the floor is active the residual does not depend on the parameters.
         scale = np.where(values > _LOG_FLOOR, 1.0 / (np.maximum(values, _LOG_FLOOR) * math.log(10.0)), 0.0)

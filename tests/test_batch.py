@@ -444,3 +444,21 @@ def test_setup_errors_classified_by_type():
     assert status_of(NoSourceError("no source, said the message")) == FitStatus.NO_SOURCE
     assert status_of(SetupError("no source")) == FitStatus.SETUP_FAILED  # the type decides
     assert status_of(ValueError("no source")) == FitStatus.SETUP_FAILED
+
+
+def test_cutout_inputs_accept_masked_arrays_and_paths(tmp_path):
+    from astropy.io import fits
+
+    from imcascade_jax.catalog_inputs import as_cutouts, positions
+
+    a = np.ma.masked_array(np.ones((8, 9)), mask=np.eye(8, 9, dtype=bool))
+    path = tmp_path / "b.fits"
+    fits.PrimaryHDU(np.full((10, 7), 2.0)).writeto(path)
+    imgs = as_cutouts("images", [a, str(path)], None)
+    assert isinstance(imgs[0], np.ma.MaskedArray) and imgs[1].shape == (10, 7)
+    shapes = [im.shape for im in imgs]
+    with pytest.raises(ValueError, match=r"'mask\[1\]'"):
+        as_cutouts("mask", [np.zeros((8, 9)), np.zeros((7, 10))], shapes)
+    with pytest.raises(TypeError, match="'err'"):
+        as_cutouts("err", "errors.fits", shapes)
+    assert positions([3.0, None], None, 2) == [(3.0, None), (None, None)]

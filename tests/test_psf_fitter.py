@@ -426,3 +426,20 @@ def test_real_psfs(name, n_expected):
     assert np.all(a > 0)
     # Unnormalised weights: the unit-sum stamp's flux, plus a little of the Gaussians' beyond it.
     assert a.sum() == pytest.approx(1.0, abs=0.05)
+
+
+# ---------------------------------------------------------------- the shim and the core
+
+
+def test_psf_fitter_delegates_to_the_core(quickstart, quick_auto):
+    """``PSFFitter.auto_fit`` is :func:`imcascade_jax.psf_decompose.decompose_psf` (which the
+    automatic set-up and the catalog fitter use): bit-identical widths and weights."""
+    from imcascade_jax.psf_decompose import decompose_psf
+
+    sig, a = decompose_psf(quickstart)
+    np.testing.assert_array_equal(sig, quick_auto[0])
+    np.testing.assert_array_equal(a, quick_auto[1])
+    sig3, a3 = decompose_psf(quickstart, n_components=3)
+    s3, a3_fit, _ = PSFFitter(quickstart).fit_N(3)
+    np.testing.assert_array_equal(sig3, s3)
+    np.testing.assert_allclose(a3, a3_fit / a3_fit.sum(), rtol=1e-15)
