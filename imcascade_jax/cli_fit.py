@@ -93,6 +93,8 @@ def read_inputs(args: argparse.Namespace) -> dict:
                              f"(0-based, {size} pixels along that axis)")
     if (args.gain is None) != (args.readnoise is None):
         raise InputError("give both --gain and --readnoise (and --exptime, default 1)")
+    if args.exptime is not None and args.gain is None:
+        raise InputError("--exptime is used only with --gain and --readnoise")
     if args.gain is not None and err is not None:
         raise InputError("give either --err/--var/--weight or --gain/--readnoise, not both")
     return {"img": img, "wcs": wcs, "psf": psf, "err": err, "mask": mask, "x0": x0, "y0": y0}
@@ -103,7 +105,8 @@ def _fitter(args: argparse.Namespace, data: dict):
 
     kwargs = {}
     if args.gain is not None:
-        kwargs.update(gain=args.gain, readnoise=args.readnoise, exp_time=args.exptime)
+        exp_time = 1.0 if args.exptime is None else args.exptime  # default: image in counts
+        kwargs.update(gain=args.gain, readnoise=args.readnoise, exp_time=exp_time)
     sky = args.sky_type != "none"
     if sky:
         kwargs["sky_type"] = args.sky_type
