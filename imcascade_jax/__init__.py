@@ -13,6 +13,7 @@ imported, through ``jax.config`` when it is.
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,14 @@ if os.environ.get("IMCASCADE_JAX_X64", "1") != "0":
         sys.modules["jax"].config.update("jax_enable_x64", True)
     else:
         os.environ["JAX_ENABLE_X64"] = "1"  # read by JAX when it is imported
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and the API reference
+    from imcascade_jax._config import enable_compilation_cache
+    from imcascade_jax.batch import fit_catalog
+    from imcascade_jax.fitter import Fitter, fitter_from_ASDF, initialize_fitter
+    from imcascade_jax.mgm import MultiGaussModel
+    from imcascade_jax.psf_fitter import PSFFitter
+    from imcascade_jax.results import ImcascadeResults, MultiResults
 
 #: Public name -> module that defines it.
 _LAZY = {
