@@ -16,7 +16,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,14 @@ if os.environ.get("IMCASCADE_JAX_X64", "1") != "0":
 # Library etiquette: no output unless the application configures logging (each Fitter adds its
 # own console fallback, see imcascade_jax.logs).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and the API reference
+    from imcascade_jax._config import disable_compilation_cache, enable_compilation_cache
+    from imcascade_jax.batch import fit_catalog
+    from imcascade_jax.fitter import Fitter, fitter_from_ASDF, initialize_fitter
+    from imcascade_jax.mgm import MultiGaussModel
+    from imcascade_jax.psf_fitter import PSFFitter
+    from imcascade_jax.results import ImcascadeResults, MultiResults
 
 #: Public name -> module that defines it, imported when the name is first used.
 _LAZY = {

@@ -137,7 +137,7 @@ def _add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     noise.add_argument("--gain", type=_positive, help="gain (e-/count): with --readnoise, "
                        "variance = img / (gain exptime) + readnoise^2 / exptime^2 (1.1's model)")
     noise.add_argument("--readnoise", type=float, help="read noise, as imcascade 1.1's 'readnoise'")
-    noise.add_argument("--exptime", type=_positive, default=1.0,
+    noise.add_argument("--exptime", type=_positive, default=None,
                        help="exposure time (s) for the noise model (default 1: image in counts)")
     fit.add_argument("--mask", metavar="FILE",
                      help="FITS, any non-zero value = ignore the pixel (default: sep masks the "

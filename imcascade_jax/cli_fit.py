@@ -42,6 +42,8 @@ def _summary(values: Any, posterior: bool, lo: float = 16, hi: float = 84) -> An
 def _fmt(value: Any, digits: int = 4, scale: float = 1.0) -> str:
     """'1.234' or '1.234 (-0.05/+0.06)' for a ``[median, minus, plus]`` summary."""
     arr = np.atleast_1d(np.asarray(value, dtype=float)) * scale
+    if arr.size == 3 and arr[1] == 0 and arr[2] == 0:
+        return f"{arr[0]:.{digits}g} (held fixed)"  # e.g. the shape in express mode
     if arr.size == 3:
         return f"{arr[0]:.{digits}g} (-{arr[1]:.2g}/+{arr[2]:.2g})"
     return f"{arr[0]:.{digits}g}"
@@ -93,6 +95,8 @@ def read_inputs(args: argparse.Namespace) -> dict:
                              f"(0-based, {size} pixels along that axis)")
     if (args.gain is None) != (args.readnoise is None):
         raise InputError("give both --gain and --readnoise (and --exptime, default 1)")
+    if args.exptime is not None and args.gain is None:
+        raise InputError("--exptime is used only with --gain and --readnoise")
     if args.gain is not None and err is not None:
         raise InputError("give either --err/--var/--weight or --gain/--readnoise, not both")
     return {"img": img, "wcs": wcs, "psf": psf, "err": err, "mask": mask, "x0": x0, "y0": y0}
@@ -103,7 +107,8 @@ def _fitter(args: argparse.Namespace, data: dict):
 
     kwargs = {}
     if args.gain is not None:
-        kwargs.update(gain=args.gain, readnoise=args.readnoise, exp_time=args.exptime)
+        exp_time = 1.0 if args.exptime is None else args.exptime  # default: image in counts
+        kwargs.update(gain=args.gain, readnoise=args.readnoise, exp_time=exp_time)
     sky = args.sky_type != "none"
     if sky:
         kwargs["sky_type"] = args.sky_type
@@ -188,7 +193,7 @@ def print_report(values: dict, fitter, zpt: float | None, cutoff: float | None, 
           f"(FITS X, Y = {_median(v['y0']) + 1:.3f}, {_median(v['x0']) + 1:.3f})")
     if "ra" in v:
         err = ""
-        if posterior:
+        if posterior and (v["ra"][1] > 0 or v["dec"][1] > 0):
             ra_err = np.asarray(v["ra"][1:]) * 3600 * np.cos(np.radians(_median(v["dec"])))
             err = (f"  (-/+ {ra_err[0]:.2g}/{ra_err[1]:.2g} arcsec in RA, "
                    f"{v['dec'][1] * 3600:.2g}/{v['dec'][2] * 3600:.2g} arcsec in Dec)")

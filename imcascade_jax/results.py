@@ -6,6 +6,12 @@ with 1.1's method names, arguments and return conventions. The maths lives in
 :mod:`imcascade_jax.analysis` (compiled, vectorised over samples); this module only moves values
 in and out. Results are NumPy arrays and scalars, as 1.1's.
 
+Additions to 1.1: ``run_basic_analysis`` also reports what the image itself holds of the model
+(:mod:`imcascade_jax.footprint`: flux inside the image, fraction outside, radii of that flux, a
+warning when the totals are extrapolated) and, with a WCS or a pixel scale (from the fitter, or
+passed in), RA/Dec, the position angle east of north and radii in arcsec
+(:mod:`imcascade_jax.world`).
+
 Deliberate differences from imcascade 1.1:
 
 - radii (``calc_rX``, ``calc_iso_r``, ``calc_petro_r``) are exact roots, where 1.1 interpolates a

@@ -225,3 +225,16 @@ def test_forward_mode_derivative():
     eps = 1e-6
     fd = (fn(w + eps * direction) - fn(w - eps * direction)) / (2 * eps)
     np.testing.assert_allclose(tangent, fd, rtol=1e-7)
+
+
+def test_radius_fraction_of_a_reference_flux(batch):
+    w, _ = batch
+    # The flux inside a 30 px ellipse as the reference: the same radii as with cutoff = 30.
+    ref = an.flux(w, SIG, 30.0)
+    fracs = np.array([0.2, 0.5, 0.9])
+    np.testing.assert_allclose(an.radius_fraction_of(fracs, w, SIG, ref),
+                               an.radius_fraction(fracs, w, SIG, 30.0), rtol=1e-12)
+    # One reference per parameter set: each radius solves F(<r) = frac * reference.
+    refs = 0.6 * w.sum(-1) * np.linspace(0.5, 1.0, len(w))
+    r = np.asarray(an.radius_fraction_of(0.5, w, SIG, refs))
+    np.testing.assert_allclose(_cog_np(r, w, SIG), 0.5 * refs, rtol=1e-11)

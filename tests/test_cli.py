@@ -273,6 +273,16 @@ def test_overwrite_is_refused_before_reading_anything(tmp_path, capsys):
     assert ".asdf, .fits or .ecsv" in err
 
 
+def test_noise_options_that_would_be_ignored_are_refused(files, capsys):
+    err = _one_line_error(capsys, ["fit", files["img"], "--exptime", "100"])
+    assert "--exptime is used only with --gain" in err
+    err = _one_line_error(capsys, ["fit", files["img"], "--gain", "4"])
+    assert "both --gain and --readnoise" in err
+    err = _one_line_error(capsys, ["fit", files["img"], "--gain", "4", "--readnoise", "3",
+                                   "--err", files["err"]])
+    assert "not both" in err
+
+
 def test_fit_catalog_takes_folders_of_cutouts_of_different_shapes(files, tmp_path, monkeypatch, capsys):
     import imcascade_jax.batch as batch_module
 

@@ -38,7 +38,11 @@ def test_quickstart_flow(scene):
 
     res_class = ImcascadeResults(fitter)
     out = res_class.run_basic_analysis()
-    assert set(out) == {"flux", "r20", "r50", "r80", "r90", "C80_20", "C90_50"}
+    # 1.1's keys first, then what the image holds of the model (no WCS here: no sky keys).
+    assert list(out)[:7] == ["flux", "r20", "r50", "r80", "r90", "C80_20", "C90_50"]
+    assert set(out) - set(list(out)[:7]) == {"flux_image", "frac_outside", "r20_image", "r50_image",
+                                             "r80_image", "r90_image", "r90_outside_image"}
+    assert out["frac_outside"] < 0.01
     assert out["flux"] == pytest.approx(truth["flux"], rel=0.05)
     assert out["r50"] == pytest.approx(truth["re"], rel=0.08)
     fig = res_class.make_diagnostic_fig()

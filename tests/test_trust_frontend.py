@@ -118,3 +118,33 @@ def test_cli_cutoff_reports_the_aperture_flux(sky_galaxy, python_result, capsys)
     fitter, _ = python_result
     assert t["flux"][0] == pytest.approx(float(an.flux(weights, fitter.sig, 6.0)), rel=1e-8)
     assert t["flux"][0] < 0.9 * t["flux_image"][0]
+
+
+@pytest.mark.slow
+def test_cli_posterior_reports_diagnostics_and_medians(sky_galaxy, capsys):
+    d = sky_galaxy["dir"]
+    argv = ["fit", str(d / "gal.fits"), "--psf", str(d / "psf.fits"), "--err", str(d / "err.fits"),
+            "--posterior", "nuts", "--chains", "2", "--num-samples", "300", "--num-warmup", "300",
+            "--out", str(d / "post.ecsv")]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "min ESS" in text and "max R-hat" in text and "divergent transitions" in text
+    assert "posterior medians" in text and "Least squares" in text
+    t = Table.read(d / "post.ecsv")
+    assert "posterior medians" in " ".join(t.meta["comments"])
+    assert t["flux_minus"][0] > 0 and t["flux_plus"][0] > 0
+    _check(sky_galaxy, t["ra"][0], t["dec"][0], t["pa_deg"][0], t["r50_arcsec"][0])
+
+
+def test_posterior_summary_lines_name_every_diagnostic():
+    from types import SimpleNamespace
+
+    from imcascade_jax.cli_fit import _posterior_lines
+
+    diag = {"min_ess": 812.4, "max_rhat": 1.0042, "num_divergent": 3, "mean_acceptance": 0.93,
+            "rhat": np.array([1.0]), "divergent_fraction": 0.02}
+    fitter = SimpleNamespace(nuts_diagnostics=diag, posterior=np.zeros((2000, 5)), post_method="nuts-express")
+    lines = _posterior_lines(fitter)
+    assert lines[0] == ("Posterior (nuts-express): 2000 samples; min ESS 812, max R-hat 1.004, "
+                        "3 divergent transitions, mean acceptance 0.93")
+    assert lines[1:] == ["  WARNING: 3 divergent transitions (2.0%)"]
