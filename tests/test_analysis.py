@@ -13,6 +13,7 @@ import pytest
 from scipy.integrate import quad
 
 from imcascade_jax import analysis as an
+from imcascade_jax import radii
 
 SIG = np.logspace(np.log10(0.75), np.log10(50.0), 9)
 LOG_W = np.array([1.2, 1.5, 1.8, 2.0, 1.9, 1.6, 1.2, 0.8, 0.3])
@@ -187,11 +188,11 @@ def test_vmap_jit_and_no_recompilation(batch):
     fn = jax.jit(jax.vmap(lambda ww, qq: an.iso_radius(0.05, ww, SIG, qq)))
     np.testing.assert_allclose(fn(w, q), an.iso_radius(0.05, w, SIG, q), rtol=1e-14)
     an.radius_fraction(0.5, w, SIG)
-    size = an._radius_fraction_kernel._cache_size()
+    size = radii._radius_fraction_kernel._cache_size()
     # Other values and other batch sizes padded to the same bucket reuse the compiled kernel.
     an.radius_fraction(0.3, w[:11] * 1.1, SIG)
     an.radius_fraction(np.array([0.6]), w[:5], SIG * 1.2)
-    assert an._radius_fraction_kernel._cache_size() == size
+    assert radii._radius_fraction_kernel._cache_size() == size
 
 
 @pytest.mark.parametrize(

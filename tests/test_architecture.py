@@ -25,7 +25,7 @@ LAYERS = {
     "core": {
         "_config", "status", "model", "params", "render", "derivatives", "likelihood", "fit",
         "buckets", "express", "priors", "logdensity", "nuts", "diagnostics", "nested", "sample",
-        "analysis", "footprint", "psf_decompose", "setup_maths", "synthetic",
+        "analysis", "radii", "footprint", "psf_decompose", "setup_maths", "synthetic",
     },
     "application": {
         "__init__", "inputs", "errors", "detect", "prepare", "defaults", "logs", "batch",
