@@ -160,8 +160,9 @@ def setup_galaxy(index: int, image: Any, noise: dict[str, Any], mask: Any,
     try:
         return _prepared_galaxy(index, image, noise, mask, psf, position, settings)
     except (ValueError, TypeError) as exc:
-        code = status_of(exc)
-        return Galaxy(index, int(code), f"{code.message}: {exc}")
+        code, why = status_of(exc), str(exc)
     except Exception as exc:  # noqa: BLE001 (one bad cutout must not stop the catalog)
-        code = FitStatus.SETUP_FAILED
-        return Galaxy(index, int(code), f"{code.message}: {type(exc).__name__}: {exc}")
+        code, why = FitStatus.SETUP_FAILED, f"{type(exc).__name__}: {exc}"
+    # The row still shows the galaxy's PSF decomposition.
+    psf_sig, psf_a = psf if psf is not None else (None, None)
+    return Galaxy(index, int(code), f"{code.message}: {why}", psf_sig=psf_sig, psf_a=psf_a)
