@@ -12,7 +12,9 @@ import pytest
 import imcascade_jax
 from imcascade_jax import _config
 
-_PRINT_DIR = ("import jax, imcascade_jax; "
+# The cache is configured when the core is first imported (``import imcascade_jax`` alone imports
+# no JAX, so that the command line's --help stays fast).
+_PRINT_DIR = ("import jax, imcascade_jax.fit; "
               "print(jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache)")
 
 
