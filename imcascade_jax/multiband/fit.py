@@ -26,9 +26,27 @@ import jax
 import jax.numpy as jnp
 
 from imcascade_jax.fit import DEFAULT_OPTIONS, SolverOptions
-from imcascade_jax.multiband.model import MultiBandModel, MultiParams, render_band_basis, sky_basis
+from imcascade_jax.likelihood import gaussian_log_like
+from imcascade_jax.multiband.model import (
+    MultiBandModel,
+    MultiParams,
+    render_band_basis,
+    render_bands,
+    sky_basis,
+)
 from imcascade_jax.render import weighted_sum
 from imcascade_jax.status import FitStatus
+
+
+def joint_log_like(mb: MultiBandModel, data: tuple, weights: tuple, params: MultiParams) -> jax.Array:
+    """Gaussian log-likelihood of every band's image, summed over bands.
+
+    Each band's term is :func:`imcascade_jax.likelihood.gaussian_log_like` (normalised over its
+    pixels with ``weight > 0``); differentiable in every parameter (geometry, fluxes, skies).
+    """
+    images = render_bands(mb, params)
+    return sum(gaussian_log_like(m, jnp.asarray(d, mb.dtype), jnp.asarray(w, mb.dtype))
+               for m, d, w in zip(images, data, weights, strict=True))
 
 
 def nnls(gram: jax.Array, rhs: jax.Array, nonneg: jax.Array, max_iter: int | None = None) -> jax.Array:

@@ -28,6 +28,10 @@ def _check_wcs(value: Any, name: str) -> WCS:
         raise ValueError(f"{name} must be an astropy.wcs.WCS, got {type(value).__name__}")
     if value.pixel_n_dim != 2:
         raise ValueError(f"{name} must have 2 pixel axes, got {value.pixel_n_dim}")
+    with np.errstate(invalid="ignore"):
+        matrix = np.asarray(value.pixel_scale_matrix, float)
+    if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(value.wcs.crpix)):
+        raise ValueError(f"{name} has non-finite matrices (CD/PC/CDELT or CRPIX): {matrix.tolist()}")
     return value
 
 
