@@ -143,16 +143,17 @@ def start_log_flux(ref_flux: jax.Array, floor: float = FLUX_FLOOR) -> jax.Array:
 
 
 def flux_scales(problem: JointExpressProblem) -> jax.Array:
-    """Conditional likelihood standard deviation of each linear flux, ``1 / sqrt(diag(S_b))``,
+    """Marginal likelihood standard deviation of each linear flux, ``sqrt(diag(S_b^-1))``,
     shape ``(B, N)``: the scale of :func:`flux_from_sampler`.
 
-    Conditional, not marginal: neighbouring components of a cascade are strongly
-    anti-correlated and their marginal widths large; with the conditional ones every component
-    bright enough to be measured is sampled in (nearly) linear coordinates, where the adapted
-    dense mass matrix removes its correlations.
+    Marginal, not conditional (``1 / sqrt(diag(S_b))``): neighbouring components of a cascade
+    are strongly anti-correlated, so a component's flux can reach zero within a marginal width
+    of its best value. With the conditional (much smaller) scale the softplus turns from
+    linear to logarithmic over a small fraction of that range, a sharp wall at zero: measured on
+    the 3-band test galaxy (7 components, 56x56) 14% divergent transitions at a target
+    acceptance of 0.95, against 0.4% with the marginal scale.
     """
-    diag = jnp.diagonal(problem.gram, axis1=-2, axis2=-1)
-    return 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
+    return jnp.sqrt(jnp.diagonal(jnp.linalg.inv(problem.gram), axis1=-2, axis2=-1))
 
 
 def flux_from_sampler(v: jax.Array, scale: jax.Array) -> tuple[jax.Array, jax.Array]:
