@@ -159,29 +159,43 @@ def _shape_matrices(A, q, phi):
     return tuple((x[0, 0], x[0, 1], x[1, 1]) for x in (m, m_q, m_phi))
 
 
-def band_basis_and_tangents(mb: MultiBandModel, index: int, geometry: jax.Array):
-    """Basis of band ``index`` and its derivatives wrt the reference-frame geometry.
+def band_image_tangents(mb: MultiBandModel, index: int, geometry: jax.Array,
+                        flux: jax.Array) -> jax.Array:
+    """Derivatives of band ``index``'s galaxy image ``sum_k flux_k basis_k`` wrt the geometry.
 
     Closed form (:func:`imcascade_jax.derivatives.values_and_tangents`, sharing every
-    exponential with the image) where the band's render mode allows it, forward-mode autodiff
-    otherwise: in band pixels component ``k`` convolved with PSF component ``j`` has covariance
-    ``sig_k^2 M + C_psf,j`` with ``M = A R diag(1, q^2) R^T A^T``, so its q and phi derivatives
-    are ``sig_k^2 dM``; the centre derivatives are the band's, pulled back through ``A^T``.
+    exponential, summed over all (component, PSF component) pairs at once) where the band's
+    render mode allows it, forward-mode autodiff otherwise. In band pixels component ``k``
+    convolved with PSF component ``j`` has covariance ``sig_k^2 M + C_psf,j`` with
+    ``M = A R diag(1, q^2) R^T A^T``, so its q and phi derivatives are ``sig_k^2 dM``; the
+    centre derivatives are the band's, pulled back through ``A^T``.
+
+    Parameters
+    ----------
+    mb : MultiBandModel
+    index : int
+        Band position (static).
+    geometry : jax.Array, shape (4,)
+        Reference-frame ``(x0, y0, q, phi)``.
+    flux : jax.Array, shape (N,)
+        Linear fluxes of the band's components.
 
     Returns
     -------
-    basis : jax.Array, shape (N, nx, ny)
-    tangents : jax.Array, shape (4, N, nx, ny)
-        ``d basis / d (x0, y0, q, phi)``.
+    jax.Array, shape (4, nx, ny)
+        ``d image / d (x0, y0, q, phi)``.
     """
     band = mb.bands[index]
     model = band.model
     if not supports_closed_form(model):
-        basis, push = jax.linearize(lambda s: render_band_basis(mb, index, s), geometry)
-        return basis, jax.vmap(push)(jnp.eye(4, dtype=geometry.dtype))
+        def image(s):
+            return weighted_sum(flux, render_band_basis(mb, index, s))
+
+        _, push = jax.linearize(image, geometry)
+        return jax.vmap(push)(jnp.eye(4, dtype=geometry.dtype))
     x0, y0, q, phi = geometry
     nx, ny = model.shape
-    n, p = mb.n_gauss, model.n_psf
+    p = model.n_psf
     A = band.A
     xb = A[0, 0] * x0 + A[0, 1] * y0 + band.t[0]
     yb = A[1, 0] * x0 + A[1, 1] * y0 + band.t[1]
@@ -195,21 +209,19 @@ def band_basis_and_tangents(mb: MultiBandModel, index: int, geometry: jax.Array)
     dy = jnp.arange(ny, dtype=mb.dtype) - yb
     outs = values_and_tangents(dx, dy, cov, along(m_q), along(m_phi),
                                hybrid=model.render_mode == "hybrid")
-    per_comp = [weighted_sum(model.psf_a, jnp.moveaxis(o.reshape(n, p, nx, ny), 1, 0)) for o in outs]
-    basis, d_xb, d_yb, d_q, d_phi = per_comp
+    coef = (flux[:, None] * model.psf_a[None, :]).ravel()
+    d_xb, d_yb, d_q, d_phi = (weighted_sum(coef, o) for o in outs[1:])
     d_x0 = A[0, 0] * d_xb + A[1, 0] * d_yb
     d_y0 = A[0, 1] * d_xb + A[1, 1] * d_yb
-    return basis, jnp.stack([d_x0, d_y0, d_q, d_phi])
+    return jnp.stack([d_x0, d_y0, d_q, d_phi])
 
 
 def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs):
     """Solved coefficients, cost, reduced Hessian and gradient of one band at ``geometry``."""
     n = mb.n_gauss
-    basis, tangents = band_basis_and_tangents(mb, index, geometry)  # (N, ...), (4, N, ...)
-    # Materialise the images once: without the barrier XLA fuses the exponentials into each
-    # of their consumers (Gram matrix, residuals, Jacobian) and evaluates them several times
-    # (measured on 150x150, 9 components x 2 PSF components: about half the time per band).
-    basis, tangents = jax.lax.optimization_barrier((basis, tangents))
+    # Materialise the basis once: without the barrier XLA fuses its exponentials into each of
+    # their consumers (Gram matrix, right-hand side, residuals) and evaluates them again.
+    basis = jax.lax.optimization_barrier(render_band_basis(mb, index, geometry))
     phi = jnp.concatenate([basis, sky_imgs], axis=0)
     k = phi.shape[0]
     flat = phi.reshape(k, -1)
@@ -219,7 +231,7 @@ def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs
     coef = nnls(gram, flat @ (w * data.reshape(-1)), nonneg)
     resid = data - weighted_sum(coef, phi)
     cost = 0.5 * jnp.sum(weight * resid * resid)
-    jac = weighted_sum(coef[:n], jnp.moveaxis(tangents, 1, 0)).reshape(4, -1)  # d model / d g
+    jac = band_image_tangents(mb, index, geometry, coef[:n]).reshape(4, -1)  # d model / d g
     grad = -(jac * w) @ resid.reshape(-1)
     # Fluxes held at zero are not free directions of the linear problem.
     free = ~nonneg | (coef > 0)
