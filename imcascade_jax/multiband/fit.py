@@ -8,8 +8,8 @@ four geometry parameters along the reduced (Kaufman) Gauss-Newton direction
 
     H = sum_b J_b^T W_b J_b - (Phi_b^T W_b J_b)^T G_b^-1 (Phi_b^T W_b J_b),   grad = sum_b J_b^T W_b r_b
 
-with ``J_b`` the band image's derivative wrt ``g`` at the solved fluxes (forward-mode autodiff
-through the renderer), ``Phi_b`` the band's basis (components then sky planes) restricted to
+with ``J_b`` the band image's derivative wrt ``g`` at the solved fluxes (closed form,
+:func:`band_image_tangents`), ``Phi_b`` the band's basis (components then sky planes) restricted to
 the coefficients not held at zero, and ``G_b = Phi_b^T W_b Phi_b``. Bands may have different
 shapes: the loop over bands is unrolled at trace time. The whole fit is one ``lax.while_loop``;
 the outcome is a :class:`~imcascade_jax.status.FitStatus` code, never an exception.
