@@ -351,6 +351,11 @@ def joint_least_squares(mb: MultiBandModel, data: tuple, weights: tuple, geometr
                   jnp.asarray(2.0, dtype), jnp.asarray(0, jnp.int32),
                   jnp.asarray(FitStatus.RUNNING, jnp.int32))
     final = jax.lax.while_loop(lambda s: s.status == FitStatus.RUNNING, body, init)
+    return _result(mb, final, lb, ub, eps)
+
+
+def _result(mb: MultiBandModel, final: _State, lb, ub, eps) -> MultiFitResult:
+    """The fit's outcome; a converged fit with the centre or the q floor at a bound is AT_BOUND."""
     g = final.g
     at_bound = (jnp.any(g[:2] <= lb[:2] + eps * (1 + jnp.abs(lb[:2])))
                 | jnp.any(g[:2] >= ub[:2] - eps * (1 + jnp.abs(ub[:2])))
