@@ -59,8 +59,14 @@ def _galaxy_cov_derivatives(model: Model, q, phi):
     return dq, dphi
 
 
-def _values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
-    """Values and their derivatives wrt (x0, y0, q, phi): five (C, nx, ny) arrays."""
+def values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
+    """Values and their derivatives wrt (x0, y0, q, phi): five (C, nx, ny) arrays.
+
+    ``dx``, ``dy``: pixel-centre offsets from the centre, shapes (nx,) and (ny,); ``cov``:
+    ``(cxx, cxy, cyy)``, each (C,); ``dcov_q``, ``dcov_phi``: the covariance's derivatives along
+    the two shape parameters (any covariance directions), same form; ``hybrid``: the hybrid
+    renderer's values (5-sigma cutoff, pixel correction), else Gaussians at pixel centres.
+    """
     pix = _PIXEL_VAR if hybrid else 0.0
     cxx, cxy, cyy = (c[:, None, None] for c in cov)
     cxx, cyy = cxx + pix, cyy + pix
@@ -124,7 +130,7 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux):
     cxx, cxy, cyy = covariances(model, q, phi)
     dq, dphi = _galaxy_cov_derivatives(model, q, phi)
     rep = lambda t: jnp.repeat(t, p)  # noqa: E731  (per galaxy component -> per (k, j))
-    outputs = _values_and_tangents(
+    outputs = values_and_tangents(
         _offsets(x0, 0, nx, dtype), _offsets(y0, 0, ny, dtype),
         (cxx.ravel(), cxy.ravel(), cyy.ravel()), tuple(rep(t) for t in dq),
         tuple(rep(t) for t in dphi), hybrid=model.render_mode == "hybrid")

@@ -1,0 +1,145 @@
+"""Joint multi-band fits against one single-band fit of the same galaxy, same run.
+
+A synthetic galaxy (9 Gaussian components with band-dependent fluxes, NumPy-rendered) in three
+registered 150x150 bands, each with its own Gaussian-mixture PSF and noise sigma 0.01:
+
+- least squares: the joint fit of the three bands (:func:`joint_least_squares_jit`, shared
+  geometry, variable projection) against the single-band solver
+  (:func:`imcascade_jax.fit.least_squares_jit`) on the r band alone, and the joint solver on the
+  r band alone; compile (``lower().compile()``) and run (median of ``--repeat``) timed apart;
+- express NUTS (1000 warmup + 1000 samples): the joint posterior of the 3 x 9 fluxes against
+  the same sampler on one band, and the single-band ``Fitter.run_nuts(method='express')``; the
+  first call compiles, the second (another seed) reuses the compiled program.
+
+Run: ``python benchmarks/multiband.py [--repeat N]``. Prints a table with the load average
+(``os.getloadavg()``) beside each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imcascade_jax.fit import least_squares_jit
+from imcascade_jax.fitter import Fitter
+from imcascade_jax.model import make_model
+from imcascade_jax.multiband.analysis import band_analysis
+from imcascade_jax.multiband.express import joint_express_setup, run_express_nuts
+from imcascade_jax.multiband.fit import joint_least_squares_jit
+from imcascade_jax.multiband.model import make_multiband_model
+from imcascade_jax.multiband.synthetic import SyntheticBand, make_multiband_galaxy
+
+SHAPE = (150, 150)
+SIG = np.geomspace(0.75, 40.0, 9)
+FLUX = {"g": [10.0, 22, 30, 30, 24, 16, 10, 5, 2], "r": [8.0, 18, 28, 32, 28, 20, 13, 7, 3],
+        "z": [5.0, 13, 24, 32, 32, 24, 16, 9, 4]}
+PSF = {"g": ([1.3, 3.0], [0.75, 0.25]), "r": ([1.1, 2.6], [0.7, 0.3]), "z": ([0.9, 2.2], [0.8, 0.2])}
+GEOMETRY = (75.3, 74.6, 0.7, 1.1)
+NOISE = 0.01
+START = jnp.array([75.0, 75.0, 0.9, 0.5])
+
+
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def _compile_and_run(jitted, args, kwargs, repeat):
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args, **kwargs).compile()
+    compile_s = time.perf_counter() - t0
+    runs = []
+    for _ in range(repeat):
+        out, dt = _timed(lambda: compiled(*args))
+        runs.append(dt)
+    return out, compile_s, float(np.median(runs))
+
+
+def data():
+    bands = {n: SyntheticBand(SHAPE, np.asarray(s), np.asarray(a), noise=NOISE) for n, (s, a) in PSF.items()}
+    imgs = make_multiband_galaxy(bands, *GEOMETRY, SIG, FLUX, seed=1)
+    weights = {n: np.full(SHAPE, NOISE**-2) for n in bands}
+    return imgs, weights
+
+
+def bench_ls(imgs, weights, repeat, rows):
+    names = tuple(imgs)
+    psfs = {n: {"sig": PSF[n][0], "a": PSF[n][1]} for n in names}
+    lb, ub = jnp.array([0.0, 0.0, 0.05, 0.0]), jnp.array([149.0, 149.0, 1.0, np.pi])
+    mb = make_multiband_model({n: SHAPE for n in names}, SIG, psfs)
+    args = (mb, tuple(imgs[n] for n in names), tuple(weights[n] for n in names), START, lb, ub)
+    joint, c_joint, r_joint = _compile_and_run(joint_least_squares_jit, args, {}, repeat)
+    rows.append(("LS joint, 3 bands", c_joint, r_joint, _load(), int(joint.n_steps)))
+    mb1 = make_multiband_model({"r": SHAPE}, SIG, {"r": psfs["r"]})
+    args1 = (mb1, (imgs["r"],), (weights["r"],), START, lb, ub)
+    one, c_one, r_one = _compile_and_run(joint_least_squares_jit, args1, {}, repeat)
+    rows.append(("LS joint solver, r band only", c_one, r_one, _load(), int(one.n_steps)))
+    model = make_model(SHAPE, SIG, *PSF["r"], sky_type="flat")
+    total = sum(FLUX["r"])
+    x0 = jnp.concatenate([START, jnp.full(9, np.log10(total / 9)), jnp.zeros(1)])
+    lo = jnp.concatenate([lb, jnp.full(9, np.log10(total) - 6), jnp.array([-1.0])])
+    hi = jnp.concatenate([ub, jnp.full(9, np.log10(total) + 1), jnp.array([1.0])])
+    single, c_single, r_single = _compile_and_run(
+        least_squares_jit, (model, imgs["r"], weights["r"], x0, lo, hi), {}, repeat)
+    rows.append(("LS single-band solver, r band", c_single, r_single, _load(), int(single.n_steps)))
+    res = band_analysis(joint.params.flux, SIG, names)
+    print("joint LS:", {n: (round(float(res[n]["flux"]), 2), round(float(res[n]["r50"]), 3)) for n in names},
+          "status", int(joint.status), "centre", float(joint.params.x0), float(joint.params.y0))
+    return mb, mb1, joint, one, r_single
+
+
+def bench_nuts(imgs, weights, mb, mb1, joint, one, rows, num):
+    names = mb.names
+    prob = joint_express_setup(mb, tuple(imgs[n] for n in names), tuple(weights[n] for n in names),
+                               jnp.stack(joint.params[:4]), joint.params.flux)
+    prob1 = joint_express_setup(mb1, (imgs["r"],), (weights["r"],), jnp.stack(one.params[:4]),
+                                one.params.flux)
+    for label, p in (("NUTS express joint, 3 bands", prob), ("NUTS express same sampler, r only", prob1)):
+        first, t_first = _timed(lambda p=p: run_express_nuts(p, seed=0, num_warmup=num, num_samples=num))
+        second, t_second = _timed(lambda p=p: run_express_nuts(p, seed=1, num_warmup=num, num_samples=num))
+        rows.append((label, t_first - t_second, t_second, _load(), int(second.divergent.sum())))
+    f = Fitter(imgs["r"], SIG, *PSF["r"], weight=weights["r"], sky_type="flat", verbose=False)
+    f.run_ls_min()
+    t0 = time.perf_counter()
+    f.run_nuts(method="express", num_warmup=num, num_samples=num, seed=0, progress_bar=False)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    f.run_nuts(method="express", num_warmup=num, num_samples=num, seed=1, progress_bar=False)
+    t_second = time.perf_counter() - t0
+    rows.append(("NUTS express Fitter (single band), r", t_first - t_second, t_second, _load(), -1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--num", type=int, default=1000, help="NUTS warmup and samples")
+    args = parser.parse_args()
+    cpu = platform.processor() or platform.machine()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {cpu}, x64={jax.config.jax_enable_x64}")
+    imgs, weights = data()
+    rows = []
+    mb, mb1, joint, one, r_single = bench_ls(imgs, weights, args.repeat, rows)
+    bench_nuts(imgs, weights, mb, mb1, joint, one, rows, args.num)
+    print(f"\n{'what':40s} {'compile s':>10s} {'run s':>9s} {'load':>6s} {'steps/div':>9s}")
+    for label, c, r, load, extra in rows:
+        print(f"{label:40s} {c:10.2f} {r:9.3f} {load:>6s} {extra:9d}")
+    run = {label: r for label, _, r, _, _ in rows}
+    print(f"\nLS joint / single-band solver: {run['LS joint, 3 bands'] / r_single:.2f}x (target <= 2.5x)")
+    nuts = run["NUTS express joint, 3 bands"]
+    print(f"NUTS joint / same sampler one band: {nuts / run['NUTS express same sampler, r only']:.2f}x; "
+          f"/ Fitter single band: {nuts / run['NUTS express Fitter (single band), r']:.2f}x (target <= 3x)")
+
+
+if __name__ == "__main__":
+    main()

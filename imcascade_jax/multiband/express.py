@@ -1,0 +1,305 @@
+"""Express-mode posterior of a multi-band fit: fluxes given the geometry, sampled with NUTS.
+
+With the geometry fixed (at the joint least-squares optimum), every band's model is linear in
+its fluxes and sky, and its chi^2 is a quadratic form (the Gram-matrix form of imcascade's
+express mode). The sky of each band is profiled out analytically: with a flat prior on the sky
+parameters, the marginal likelihood of the fluxes is, up to a constant, ``exp(-chi2_red / 2)``
+with ``chi2_red`` the Schur complement of the sky block,
+
+    chi2_b(c) = chi2_0,b - 2 (c - c_ref)^T g_b + (c - c_ref)^T S_b (c - c_ref),
+
+so the joint log-likelihood is ``-sum_b chi2_b / 2``: ``O(B N^2)`` per evaluation, whatever the
+image sizes. Given the geometry the posterior factorises over bands: NUTS
+(:func:`blackjax.window_adaptation` with a dense mass matrix, then :func:`blackjax.nuts` driven
+by ``lax.scan``; one chain per band, ``vmap``-ed, one compiled program) samples the ``(B, N)``
+fluxes under a flat prior on the positive fluxes (or a normal prior on their logarithms), in the
+coordinates ``flux = scale softplus(v)`` (:func:`flux_from_sampler`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import NamedTuple
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imcascade_jax.multiband.model import MultiBandModel, MultiParams, render_band_basis, sky_basis
+from imcascade_jax.render import weighted_sum
+
+#: Default width of the prior on each natural-log flux (2 dex).
+PRIOR_WIDTH = 2.0 * float(np.log(10.0))
+#: Fluxes at zero in the least-squares fit start NUTS at this fraction of the band's total flux.
+FLUX_FLOOR = 1e-3
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class JointExpressProblem:
+    """The reduced express problem of ``B`` bands (a pytree of stacked arrays).
+
+    Attributes
+    ----------
+    gram : jax.Array, shape (B, N, N)
+        Sky-profiled Gram matrices ``S_b`` of the fluxes.
+    grad0 : jax.Array, shape (B, N)
+        ``g_b``: minus half the gradient of ``chi2_b`` at ``ref``.
+    chi2_0 : jax.Array, shape (B,)
+        ``chi2_b`` at ``ref`` (sky at its best value given ``ref``).
+    ref : jax.Array, shape (B, N)
+        Reference fluxes (the least-squares ones).
+    geometry : jax.Array, shape (4,)
+        The fixed reference-frame ``(x0, y0, q, phi)``.
+    """
+
+    gram: jax.Array
+    grad0: jax.Array
+    chi2_0: jax.Array
+    ref: jax.Array
+    geometry: jax.Array
+
+
+def _band_reduction(mb: MultiBandModel, index: int, geometry, data, weight, ref):
+    n = mb.n_gauss
+    basis = render_band_basis(mb, index, geometry)
+    phi = jnp.concatenate([basis, sky_basis(mb, index)], axis=0)
+    k = phi.shape[0]
+    flat = phi.reshape(k, -1)
+    w = weight.reshape(-1)
+    gram = (flat * w) @ flat.T
+    rhs = flat @ (w * data.reshape(-1))
+    g_ff, g_fs, g_ss = gram[:n, :n], gram[:n, n:], gram[n:, n:]
+    if k > n:
+        sol = jnp.linalg.solve(g_ss, jnp.concatenate([g_fs.T, rhs[n:, None]], axis=1))
+        schur = g_ff - g_fs @ sol[:, :n]
+        sky = sol[:, n] - sol[:, :n] @ ref
+        coef = jnp.concatenate([ref, sky])
+        rhs_red = rhs[:n] - g_fs @ sol[:, n]
+    else:
+        schur, coef, rhs_red = g_ff, ref, rhs
+    resid = data - weighted_sum(coef, phi)
+    return schur, rhs_red - schur @ ref, jnp.sum(weight * resid * resid)
+
+
+@jax.jit
+def joint_express_setup(mb: MultiBandModel, data: tuple, weights: tuple, geometry: jax.Array,
+                        ref_flux: jax.Array) -> JointExpressProblem:
+    """Render every band at a fixed geometry and reduce it to its sky-profiled Gram form.
+
+    Parameters
+    ----------
+    mb : MultiBandModel
+    data, weights : tuple of jax.Array
+        Images and inverse-variance weights, in ``mb.names`` order.
+    geometry : jax.Array, shape (4,)
+        Reference-frame ``(x0, y0, q, phi)``.
+    ref_flux : jax.Array, shape (B, N)
+        Fluxes to expand about (the least-squares ones are best for round-off; the result is
+        exact either way).
+
+    Returns
+    -------
+    JointExpressProblem
+    """
+    dtype = mb.dtype
+    geometry = jnp.asarray(geometry, dtype)
+    ref_flux = jnp.asarray(ref_flux, dtype)
+    parts = [_band_reduction(mb, i, geometry, jnp.asarray(data[i], dtype),
+                             jnp.asarray(weights[i], dtype), ref_flux[i])
+             for i in range(mb.n_bands)]
+    gram, grad0, chi2_0 = (jnp.stack(p) for p in zip(*parts, strict=True))
+    return JointExpressProblem(gram, grad0, chi2_0, ref_flux, geometry)
+
+
+def joint_express_chi2(problem: JointExpressProblem, flux: jax.Array) -> jax.Array:
+    """Each band's sky-profiled chi^2 at linear fluxes ``flux`` ``(..., B, N)``: shape ``(..., B)``."""
+    dc = flux - problem.ref
+    quad = jnp.einsum("...bi,bij,...bj->...b", dc, problem.gram, dc)
+    return problem.chi2_0 - 2.0 * jnp.sum(dc * problem.grad0, axis=-1) + quad
+
+
+def joint_express_log_like(problem: JointExpressProblem, flux: jax.Array) -> jax.Array:
+    """Joint express log-likelihood ``-sum_b chi2_b / 2`` (up to a flux-independent constant)."""
+    return -0.5 * jnp.sum(joint_express_chi2(problem, flux), axis=-1)
+
+
+def prior_centre(ref_flux: jax.Array) -> jax.Array:
+    """Natural-log flux the prior of every component of a band is centred on: ``ln(F_b / N)``
+    with ``F_b`` the band's total least-squares flux. Shape ``(B, N)``."""
+    ref_flux = jnp.asarray(ref_flux)
+    total = jnp.sum(jnp.maximum(ref_flux, 0.0), axis=-1, keepdims=True)
+    n = ref_flux.shape[-1]
+    return jnp.broadcast_to(jnp.log(jnp.maximum(total, jnp.finfo(ref_flux.dtype).tiny) / n),
+                            ref_flux.shape)
+
+
+def start_log_flux(ref_flux: jax.Array, floor: float = FLUX_FLOOR) -> jax.Array:
+    """Natural-log fluxes NUTS starts from: ``ln max(ref, floor * band total)``."""
+    ref_flux = jnp.asarray(ref_flux)
+    total = jnp.sum(jnp.maximum(ref_flux, 0.0), axis=-1, keepdims=True)
+    return jnp.log(jnp.maximum(ref_flux, jnp.maximum(floor * total, jnp.finfo(ref_flux.dtype).tiny)))
+
+
+def flux_scales(problem: JointExpressProblem) -> jax.Array:
+    """Marginal likelihood standard deviation of each linear flux, ``sqrt(diag(S_b^-1))``,
+    shape ``(B, N)``: the scale of :func:`flux_from_sampler`.
+
+    Marginal, not conditional (``1 / sqrt(diag(S_b))``): neighbouring components of a cascade
+    are strongly anti-correlated, so a component's flux can reach zero within a marginal width
+    of its best value. With the conditional (much smaller) scale the softplus turns from
+    linear to logarithmic over a small fraction of that range, a sharp wall at zero: measured on
+    the 3-band test galaxy (7 components, 56x56) 14% divergent transitions at a target
+    acceptance of 0.95, against 0.4% with the marginal scale.
+    """
+    return jnp.sqrt(jnp.diagonal(jnp.linalg.inv(problem.gram), axis1=-2, axis2=-1))
+
+
+def flux_from_sampler(v: jax.Array, scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Sampler coordinate -> ``(ln flux, ln |d ln flux / dv|)`` with ``flux = scale softplus(v)``.
+
+    Linear in the flux where it is detected (``v >> 0``), logarithmic where it is not
+    (``v << 0``): the express posterior is close to Gaussian in ``v`` in both regimes, where in
+    log flux the degenerate neighbouring components of a cascade make curved ridges.
+    """
+    lsp = jnp.log(jax.nn.softplus(v))
+    lsp = jnp.where(v < -30.0, v, lsp)
+    return jnp.log(scale) + lsp, jax.nn.log_sigmoid(v) - lsp
+
+
+def flux_to_sampler(log_flux: jax.Array, scale: jax.Array) -> jax.Array:
+    """Inverse of :func:`flux_from_sampler` (from natural-log fluxes)."""
+    y = jnp.exp(log_flux) / scale
+    return y + jnp.log(-jnp.expm1(-y))
+
+
+def express_log_density(problem: JointExpressProblem, centre: jax.Array, width: jax.Array | None,
+                        scale: jax.Array, v: jax.Array) -> jax.Array:
+    """Log posterior density of the flattened sampler coordinates ``v`` (``B * N``).
+
+    The likelihood of the fluxes ``scale softplus(v)`` times the prior, in ``v``: with
+    ``width=None`` a flat prior on the linear fluxes (``flux >= 0``; the Jacobian
+    ``d flux / dv``), otherwise a normal prior of standard deviation ``width`` on each
+    natural-log flux about ``centre`` (shape ``(B, N)``; the Jacobian ``d ln flux / dv``).
+    """
+    log_flux, log_jac = flux_from_sampler(v.reshape(centre.shape), scale)
+    if width is None:
+        prior = jnp.sum(log_flux)  # flat in flux: d flux / dv = flux * d ln flux / dv
+    else:
+        prior = -0.5 * jnp.sum(((log_flux - centre) / width) ** 2)
+    return joint_express_log_like(problem, jnp.exp(log_flux)) + prior + jnp.sum(log_jac)
+
+
+class ExpressSamples(NamedTuple):
+    """Posterior samples of :func:`run_express_nuts`.
+
+    Attributes
+    ----------
+    flux : jax.Array, shape (S, B, N)
+        Linear fluxes.
+    divergent : jax.Array, shape (S,)
+        Whether any band's transition diverged.
+    acceptance : jax.Array, shape (S,)
+        Mean acceptance probability of each transition (averaged over bands).
+    step_size : jax.Array, shape (B,)
+        Adapted step size of each band's chain.
+    """
+
+    flux: jax.Array
+    divergent: jax.Array
+    acceptance: jax.Array
+    step_size: jax.Array
+
+
+def _laplace_inverse_mass(logdensity, z0):
+    hess = -jax.hessian(logdensity)(z0)
+    vals, vecs = jnp.linalg.eigh(0.5 * (hess + hess.T))
+    vals = jnp.maximum(vals, 1e-6 * jnp.max(vals))
+    return (vecs / vals) @ vecs.T
+
+
+def _express_chain(problem, centre, width, key, target_accept, num_warmup: int, num_samples: int):
+    scale = flux_scales(problem)
+    logdensity = partial(express_log_density, problem, centre, width, scale)
+    z0 = flux_to_sampler(start_log_flux(problem.ref), scale).reshape(-1)
+    warm = blackjax.window_adaptation(
+        blackjax.nuts, logdensity, is_mass_matrix_diagonal=False,
+        initial_inverse_mass_matrix=_laplace_inverse_mass(logdensity, z0),
+        target_acceptance_rate=target_accept)
+    key_warm, key_run = jax.random.split(key)
+    (state, params), _ = warm.run(key_warm, z0, num_steps=num_warmup)
+    step = blackjax.nuts(logdensity, **params).step
+
+    def one(state, k):
+        state, info = step(k, state)
+        return state, (state.position, info.is_divergent, info.acceptance_rate)
+
+    _, (zs, div, acc) = jax.lax.scan(one, state, jax.random.split(key_run, num_samples))
+    log_flux, _ = flux_from_sampler(zs.reshape(num_samples, *centre.shape), scale)
+    return jnp.exp(log_flux), div, acc, params["step_size"]
+
+
+@partial(jax.jit, static_argnames=("num_warmup", "num_samples"))
+def _band_chains(problem, centre, width, keys, target_accept, num_warmup: int, num_samples: int):
+    """One chain per band, vmapped: given the geometry the posterior factorises over bands."""
+
+    def chain(gram, grad0, chi2_0, ref, centre_b, key):
+        one_band = JointExpressProblem(gram[None], grad0[None], chi2_0[None], ref[None],
+                                       problem.geometry)
+        return _express_chain(one_band, centre_b[None], width, key, target_accept,
+                              num_warmup, num_samples)
+
+    flux, div, acc, step = jax.vmap(chain)(problem.gram, problem.grad0, problem.chi2_0,
+                                           problem.ref, centre, keys)
+    # (B, S, 1, N) -> (S, B, N); a transition counts as divergent if any band's did.
+    return ExpressSamples(jnp.moveaxis(flux[:, :, 0], 0, 1), jnp.any(div, axis=0),
+                          jnp.mean(acc, axis=0), step)
+
+
+def run_express_nuts(problem: JointExpressProblem, seed: int = 0, num_warmup: int = 1000,
+                     num_samples: int = 1000, prior_width: float | None = None,
+                     target_accept: float = 0.95) -> ExpressSamples:
+    """Sample the joint express posterior of the fluxes with NUTS (one compiled program).
+
+    Given the geometry, the joint posterior of the ``(B, N)`` fluxes is the product of the
+    bands' posteriors (each band's likelihood and prior involve only its own fluxes): one
+    chain per band, with its own adapted dense mass matrix and step size, ``vmap``-ed.
+
+    Parameters
+    ----------
+    problem : JointExpressProblem
+    seed : int
+    num_warmup, num_samples : int
+        Window-adaptation steps (dense mass matrix, started from the Laplace covariance at the
+        prior centre) and kept samples.
+    prior_width : float, optional
+        ``None`` (default): a flat prior on the linear fluxes (``>= 0``), the weakest one, whose
+        posterior is the likelihood truncated to positive fluxes. A number: the standard
+        deviation of a normal prior on each natural-log flux, centred on :func:`prior_centre`
+        (the band's mean component flux); as a density in the flux it is ``1 / flux`` times
+        a Gaussian, which pulls components the data leave free towards zero. NUTS starts from
+        the least-squares fluxes (:func:`start_log_flux`) either way.
+    target_accept : float
+
+    Returns
+    -------
+    ExpressSamples
+    """
+    if num_samples < 1 or num_warmup < 1:
+        raise ValueError(f"'num_samples' and 'num_warmup' must be >= 1, got {num_samples}, {num_warmup}")
+    if prior_width is not None and not prior_width > 0:
+        raise ValueError(f"'prior_width' must be > 0 or None, got {prior_width}")
+    centre = prior_centre(problem.ref)
+    dtype = problem.gram.dtype
+    width = None if prior_width is None else jnp.asarray(prior_width, dtype)
+    keys = jax.random.split(jax.random.PRNGKey(seed), problem.gram.shape[0])
+    return _band_chains(problem, centre, width, keys, jnp.asarray(target_accept, dtype),
+                        num_warmup=int(num_warmup), num_samples=int(num_samples))
+
+
+def params_with_flux(problem: JointExpressProblem, flux: jax.Array, sky: tuple) -> MultiParams:
+    """:class:`~imcascade_jax.multiband.model.MultiParams` at the problem's geometry."""
+    g = problem.geometry
+    return MultiParams(g[0], g[1], g[2], g[3], jnp.asarray(flux), tuple(sky))

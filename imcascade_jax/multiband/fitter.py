@@ -1,0 +1,169 @@
+"""The :class:`MultiBandFitter`: state and set-up of a joint multi-band fit (application layer).
+
+It validates dictionaries of images, weights, masks, PSF mixtures and (optionally) WCS objects
+keyed by band, builds the :class:`~imcascade_jax.multiband.model.MultiBandModel` and delegates
+every computation to the functional core (:mod:`~imcascade_jax.multiband.fit`,
+:mod:`~imcascade_jax.multiband.express`, :mod:`~imcascade_jax.multiband.analysis`). Results are
+dictionaries keyed by band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from imcascade_jax.fit import solver_options
+from imcascade_jax.inputs import validate_image
+from imcascade_jax.multiband.analysis import band_analysis
+from imcascade_jax.multiband.express import (
+    ExpressSamples,
+    joint_express_setup,
+    run_express_nuts,
+)
+from imcascade_jax.multiband.fit import MultiFitResult, joint_least_squares_jit
+from imcascade_jax.multiband.model import make_multiband_model
+from imcascade_jax.multiband.wcs import affines_from_wcs
+from imcascade_jax.status import FitStatus
+
+
+def _per_band(arg: str, value: Any, names: tuple[str, ...], required: bool) -> dict:
+    if value is None:
+        if required:
+            raise ValueError(f"'{arg}' must be given, one entry per band {list(names)}")
+        return dict.fromkeys(names)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"'{arg}' must be a dict keyed by band, got {type(value).__name__}")
+    missing = [n for n in names if n not in value or (required and value[n] is None)]
+    extra = [n for n in value if n not in names]
+    if missing:
+        raise ValueError(f"'{arg}' has no entry for band(s) {missing}")
+    if extra:
+        raise ValueError(f"'{arg}' has band(s) {extra} that are not in 'images' {list(names)}")
+    return dict(value)
+
+
+class MultiBandFitter:
+    """A joint fit of one galaxy in several bands.
+
+    Parameters
+    ----------
+    images : dict band name -> 2-D array
+        The bands' images (any shapes), in the same flux unit for comparable fluxes.
+    psfs : dict band name -> dict
+        ``{'sig': widths, 'a': weights}`` (optionally ``'q'``, ``'phi'``) of each band's PSF
+        mixture, in that band's pixels.
+    sig : array_like
+        Component widths in reference-frame pixels.
+    weights, masks : dict band name -> array, optional
+        Inverse-variance weights (default 1) and bad-pixel masks (nonzero = bad).
+    affines : dict band name -> (A, t), optional
+        Maps reference frame -> band pixels (identity where missing).
+    wcs : dict band name -> astropy.wcs.WCS, optional
+        Instead of ``affines``: every band's WCS; the reference frame is ``ref_band``'s grid.
+    ref_band : str, optional
+        Band whose grid is the reference frame (default: the first band).
+    x0, y0 : float, optional
+        Starting centre in reference pixels (default: the reference image's centre).
+    sky_type : {'flat', 'tilted-plane', None}
+    render_mode : {'hybrid', 'erf', 'gauss'}
+    zpt : float or dict band name -> float, optional
+        Zero points for magnitudes.
+    """
+
+    def __init__(self, images: Mapping[str, Any], psfs: Mapping[str, Any], sig: Any,
+                 weights: Mapping[str, Any] | None = None, masks: Mapping[str, Any] | None = None,
+                 affines: Mapping[str, Any] | None = None, wcs: Mapping[str, Any] | None = None,
+                 ref_band: str | None = None, x0: float | None = None, y0: float | None = None,
+                 sky_type: str | None = "flat", render_mode: str = "hybrid", zpt: Any = None):
+        if not isinstance(images, Mapping) or not images:
+            raise ValueError("'images' must be a non-empty dict keyed by band")
+        names = tuple(images)
+        psfs = _per_band("psfs", psfs, names, required=True)
+        weights = _per_band("weights", weights, names, required=False)
+        masks = _per_band("masks", masks, names, required=False)
+        if affines is not None and wcs is not None:
+            raise ValueError("give 'affines' or 'wcs', not both")
+        ref_band = names[0] if ref_band is None else ref_band
+        if ref_band not in names:
+            raise ValueError(f"'ref_band' {ref_band!r} is not a band of 'images' {list(names)}")
+        self.names = names
+        self.img, self.weight = {}, {}
+        for n in names:
+            img, weight, _ = validate_image(images[n], weights[n], masks[n], name=f"images[{n!r}]")
+            self.img[n], self.weight[n] = img, weight
+        shapes = {n: self.img[n].shape for n in names}
+        ref_shape = shapes[ref_band]
+        self.x0 = ref_shape[0] / 2.0 if x0 is None else float(x0)
+        self.y0 = ref_shape[1] / 2.0 if y0 is None else float(y0)
+        if wcs is not None:
+            wcs = _per_band("wcs", wcs, names, required=True)
+            affines = affines_from_wcs(wcs[ref_band], wcs, (self.x0, self.y0), shapes)
+        self.ref_band = ref_band
+        self.model = make_multiband_model(shapes, sig, psfs, affines, sky_type=sky_type,
+                                          render_mode=render_mode)
+        self.zpt = zpt
+        self.lb = np.array([0.0, 0.0, 0.05, 0.0])
+        self.ub = np.array([ref_shape[0] - 1.0, ref_shape[1] - 1.0, 1.0, np.pi])
+        self.ls_result: MultiFitResult | None = None
+        self.posterior: ExpressSamples | None = None
+
+    def _data(self) -> tuple[tuple, tuple]:
+        return tuple(self.img[n] for n in self.names), tuple(self.weight[n] for n in self.names)
+
+    def run_ls_min(self, q0: float = 0.8, phi0: float = 0.5,
+                   ls_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Joint least squares (:func:`~imcascade_jax.multiband.fit.joint_least_squares`).
+
+        Returns
+        -------
+        dict
+            ``x0, y0, q, phi`` (reference frame), ``status`` (a FitStatus), ``chi2`` and, per
+            band, ``flux`` (component fluxes) and ``sky``.
+        """
+        data, weight = self._data()
+        start = jnp.array([self.x0, self.y0, q0, phi0])
+        self.ls_result = joint_least_squares_jit(
+            self.model, data, weight, start, jnp.asarray(self.lb), jnp.asarray(self.ub),
+            options=solver_options(dict(ls_kwargs or {})))
+        p = self.ls_result.params
+        out = {k: float(getattr(p, k)) for k in ("x0", "y0", "q", "phi")}
+        out["status"] = FitStatus(int(self.ls_result.status))
+        out["chi2"] = float(self.ls_result.chi2)
+        out.update({n: {"flux": np.asarray(p.flux[i]), "sky": np.asarray(p.sky[i])}
+                    for i, n in enumerate(self.names)})
+        return out
+
+    def run_nuts(self, method: str = "express", num_warmup: int = 1000, num_samples: int = 1000,
+                 seed: int = 0, prior_width: float | None = None) -> ExpressSamples:
+        """Express-mode NUTS posterior of the fluxes at the least-squares geometry.
+
+        ``method='full'`` (geometry free) is not available for multi-band fits.
+        """
+        if method != "express":
+            raise ValueError(f"'method' must be 'express' for multi-band fits, got {method!r}")
+        if self.ls_result is None:
+            raise ValueError("run run_ls_min() before run_nuts(): express mode needs its geometry")
+        data, weight = self._data()
+        p = self.ls_result.params
+        problem = joint_express_setup(self.model, data, weight, jnp.stack(p[:4]), p.flux)
+        self.posterior = run_express_nuts(problem, seed=seed, num_warmup=num_warmup,
+                                          num_samples=num_samples, prior_width=prior_width)
+        return self.posterior
+
+    def results(self, posterior: bool = True) -> dict[str, dict[str, Any]]:
+        """Per-band flux, magnitude (with ``zpt``), r20/r50/r80/r90 and concentrations.
+
+        From the posterior samples (arrays of samples) when ``posterior`` and a posterior
+        exists, else from the least-squares fluxes (floats). Radii are reference-frame pixels.
+        """
+        if posterior and self.posterior is not None:
+            flux = self.posterior.flux
+        elif self.ls_result is not None:
+            flux = self.ls_result.params.flux
+        else:
+            raise ValueError("no fit yet: run run_ls_min() first")
+        out = band_analysis(flux, self.model.sig, self.names, zpt=self.zpt)
+        return {n: {k: np.asarray(v) for k, v in d.items()} for n, d in out.items()}
