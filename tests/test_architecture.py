@@ -25,13 +25,14 @@ LAYERS = {
     "core": {
         "_config", "status", "model", "params", "render", "derivatives", "likelihood", "fit",
         "buckets", "express", "priors", "logdensity", "nuts", "diagnostics", "nested", "sample",
-        "analysis", "radii", "footprint", "psf_decompose", "setup_maths", "synthetic",
+        "analysis", "radii", "footprint", "multiband", "multiband.model", "multiband.fit",
+        "multiband.express", "multiband.analysis", "multiband.synthetic", "psf_decompose", "setup_maths", "synthetic",
     },
     "application": {
         "__init__", "inputs", "errors", "detect", "prepare", "defaults", "logs", "batch",
         "catalog_inputs", "catalog_setup", "catalog_batches", "catalog_schedule", "catalog_table",
         "io", "result_keys", "world", "plotting", "psf_figure", "cli", "cli_common", "cli_fit",
-        "cli_catalog",
+        "cli_catalog", "multiband.wcs", "multiband.fitter",
     },
     "shim": {"fitter", "mgm", "psf_fitter", "results", "utils", "_posterior_methods"},
 }
@@ -49,7 +50,7 @@ def _modules() -> dict[str, pathlib.Path]:
 
 
 def _layer_of(name: str) -> str | None:
-    # A subpackage's modules share the layer of the subpackage (e.g. ``batch.schedule``).
+    # A subpackage's modules not listed by name share the layer of the subpackage.
     for candidate in (name, name.split(".")[0]):
         for layer, names in LAYERS.items():
             if candidate in names:
