@@ -222,7 +222,7 @@ def _minor_variance(cxx, cxy, cyy):
 
 def _offsets(centre, start, size: int, dtype):
     """Pixel-centre coordinates relative to ``centre`` for ``size`` pixels from ``start``."""
-    return (start + jnp.arange(size)).astype(dtype) - centre
+    return (jnp.asarray(start, dtype) + jnp.arange(size, dtype=dtype)) - centre
 
 
 def _component_values(model: Model, mode: str, dx, dy, cov, exact: bool, difference=None):

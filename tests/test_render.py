@@ -396,7 +396,7 @@ def test_gradients_finite_inside_the_bounds(mode, psf, dtype):
     """
     model = _model_for(mode, psf, dtype)
     assert float(model.sig.min()) == 0.5
-    data = np.random.default_rng(3).normal(size=model.shape)
+    data = np.random.default_rng(3).normal(size=model.shape).astype(model.dtype)
     q_min = 0.0 if psf else 1e-4
     use_grad = "grad" in DERIVATIVES[mode, psf]
     for q, phi, x0 in itertools.product([q_min, 1e-3, 0.05, 0.3, 1.0],
