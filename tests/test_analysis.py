@@ -55,6 +55,7 @@ def test_flux_total_and_cutoff(batch):
     assert an.flux(w, SIG).dtype == jnp.float64
 
 
+@pytest.mark.strict_rank
 def test_shape_errors_name_the_argument():
     with pytest.raises(ValueError, match="'weights'"):
         an.flux(np.ones(3), SIG)
@@ -73,6 +74,7 @@ def test_profiles_match_formulas_and_shapes(batch):
     assert an.cog(r.reshape(13, 1), w[0], SIG).shape == (13, 1)
 
 
+@pytest.mark.strict_rank
 def test_cog_is_the_integral_of_the_sbp(batch):
     w, q = batch
     w, q = w[3], q[3]
@@ -102,6 +104,7 @@ def test_obs_sbp_of_round_gaussian_is_exact_convolution():
     np.testing.assert_allclose(got, 5 / (2 * np.pi * 13) * np.exp(-(r**2) / 26), rtol=1e-14)
 
 
+@pytest.mark.strict_rank
 def test_radius_fraction_single_gaussian_closed_form():
     # One non-zero component (zero weights are allowed): r = sig sqrt(-2 ln(1 - frac)).
     fracs = np.array([0.2, 0.5, 0.9, 0.999])
@@ -124,6 +127,7 @@ def test_radius_fraction_solves_its_equation(batch):
     assert np.all(r50 < radii[:, 1])
 
 
+@pytest.mark.strict_rank
 def test_radius_fraction_edge_cases():
     w = 10**LOG_W
     assert float(an.radius_fraction(0.0, w, SIG)) == 0.0
@@ -135,6 +139,7 @@ def test_radius_fraction_edge_cases():
     )
 
 
+@pytest.mark.strict_rank
 def test_iso_radius(batch):
     w, q = batch
     # Closed form for one component: I0 exp(-r^2 / 2 s^2) = level.
@@ -151,6 +156,7 @@ def test_iso_radius(batch):
     assert np.isnan(float(an.iso_radius(2 * central, w[0], SIG, q[0])))
 
 
+@pytest.mark.strict_rank
 def test_iso_target_conversion():
     np.testing.assert_allclose(an.iso_target(25.0, 27.0, 0.2), 10 ** (2.0 / 2.5) * 0.04, rtol=1e-14)
 
@@ -159,6 +165,7 @@ def _petro_ratio(r, w, lo=0.8, hi=1.25):
     return (_cog_np(hi * r, w, SIG) - _cog_np(lo * r, w, SIG)) / _cog_np(r, w, SIG) / (hi**2 - lo**2)
 
 
+@pytest.mark.strict_rank
 def test_petrosian_radius(batch):
     w, _ = batch
     radii = np.asarray(an.petrosian_radius(w, SIG))
@@ -170,6 +177,7 @@ def test_petrosian_radius(batch):
     assert np.isnan(float(an.petrosian_radius(w[0], SIG, 1.5)))
 
 
+@pytest.mark.strict_rank
 def test_basic_analysis_and_summarize(batch):
     w, _ = batch
     out = an.basic_analysis(w, SIG, None, 27.0)
@@ -183,6 +191,7 @@ def test_basic_analysis_and_summarize(batch):
     np.testing.assert_allclose(an.summarize(x, 5, 95), [med, med - p5, p95 - med], rtol=1e-13)
 
 
+@pytest.mark.strict_rank
 def test_vmap_jit_and_no_recompilation(batch):
     w, q = batch
     fn = jax.jit(jax.vmap(lambda ww, qq: an.iso_radius(0.05, ww, SIG, qq)))
@@ -215,6 +224,7 @@ def test_gradients_match_finite_differences(fn):
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7 * np.max(np.abs(fd)))
 
 
+@pytest.mark.strict_rank
 def test_forward_mode_derivative():
     w = jnp.asarray(10**LOG_W)
     direction = jnp.linspace(-1.0, 1.0, len(SIG)) * w

@@ -14,6 +14,9 @@ from imcascade_jax import fit as core_fit
 from imcascade_jax.model import make_model
 from imcascade_jax.render import render
 
+# User-facing set-up code: no implicit rank promotion (tests/conftest.py).
+pytestmark = pytest.mark.strict_rank
+
 SIG = np.array([0.8, 1.6, 3.2, 6.4])
 PSF_SIG, PSF_A = np.array([1.1, 2.4]), np.array([0.75, 0.25])
 # Tilted sky with clear slopes: padding must not move its reference point.

@@ -20,6 +20,9 @@ from imcascade_jax.errors import NoSourceError
 from imcascade_jax.prepare import FLUX_BOUND_FACTOR, WIDTH_FRACTION, prepare_inputs
 from imcascade_jax.synthetic import make_galaxy, moffat_psf, sersic_image
 
+# User-facing set-up code: no implicit rank promotion (tests/conftest.py).
+pytestmark = pytest.mark.strict_rank
+
 REAL = Path(os.environ.get("IMCASCADE_JAX_REAL_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"))
 PSF = moffat_psf(15, core=1.5, power=3.0)
