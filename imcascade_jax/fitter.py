@@ -7,6 +7,7 @@ The classes here hold data and settings and call the functional core
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -318,6 +319,11 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
                       **fitter_kwargs):
     """Build a :class:`Fitter` from an image and a pixelised PSF, with 1.1's recipe.
 
+    With dicts keyed by band for ``im`` and ``psf`` (and optionally ``mask``, ``err``, ``wcs``),
+    builds a joint multi-band fitter instead
+    (:func:`imcascade_jax.multiband.setup.initialize_multiband_fitter`, which takes the extra
+    keywords ``ref_band``, ``sky_type``, ``render_mode`` and ``zpt``).
+
     Fits the PSF with Gaussians (``PSFFitter.auto_fit``), runs sep for the background, the
     source, its size and flux, a mask of the other sources (expanded) and, unless ``err`` or
     (``readnoise``, ``gain``, ``exp_time``) are given, an rms map for the weights; chooses 9
@@ -367,6 +373,16 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
     Fitter
     """
     from imcascade_jax import prepare
+
+    if isinstance(im, Mapping):
+        from imcascade_jax.multiband.setup import initialize_multiband_fitter
+
+        # A multi-band fitter keeps no log of its own: the logging options do not apply.
+        fitter_kwargs.pop("verbose", None)
+        return initialize_multiband_fitter(
+            im, psf, mask=mask, err=err, wcs=wcs, x0=x0, y0=y0, num_components=num_components,
+            component_widths=component_widths, force_position=force_position,
+            psf_oversamp=psf_oversamp, **fitter_kwargs)
 
     img = as_array(im, "im")
     if min(img.shape) < MIN_IMAGE_SIDE:

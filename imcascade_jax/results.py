@@ -107,6 +107,14 @@ class ImcascadeResults:
     with length-1 axes squeezed, as 1.1.
     """
 
+    def __new__(cls, Obj: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`~imcascade_jax.multiband.results.MultiBandResults` for a multi-band fitter."""
+        if cls is ImcascadeResults and hasattr(Obj, "names") and hasattr(Obj, "ls_result"):
+            from imcascade_jax.multiband.results import MultiBandResults
+
+            return MultiBandResults(Obj)
+        return super().__new__(cls)
+
     def __init__(self, Obj: Any, thin_posterior: int = 1) -> None:
         if isinstance(Obj, Mapping):
             self.obj_type = "dict"

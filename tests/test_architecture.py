@@ -32,7 +32,8 @@ LAYERS = {
         "__init__", "inputs", "errors", "detect", "prepare", "defaults", "logs", "batch",
         "catalog_inputs", "catalog_setup", "catalog_batches", "catalog_schedule", "catalog_table",
         "io", "result_keys", "world", "plotting", "psf_figure", "cli", "cli_common", "cli_fit",
-        "cli_catalog", "multiband.wcs", "multiband.fitter",
+        "cli_catalog", "multiband.wcs", "multiband.fitter", "multiband.setup",
+        "multiband.results",
     },
     "shim": {"fitter", "mgm", "psf_fitter", "results", "utils", "_posterior_methods"},
 }
