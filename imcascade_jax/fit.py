@@ -68,7 +68,7 @@ from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
            "FitResult", "model_and_jacobian", "jacobian_at", "data_scale", "least_squares",
-           "least_squares_jit"]
+           "least_squares_jit", "fit_memory_bytes", "COMPILE_BYTES"]
 
 _LN10 = 2.302585092994046
 #: Relative damping beyond which the solver has stalled (steps shrunk to nothing).
@@ -514,3 +514,46 @@ def least_squares_jit(model: Model, data: jax.Array, weight: jax.Array, x0: jax.
 
 
 least_squares_jit._cache_size = _solve_jit._cache_size  # the compiled programs held
+
+
+
+#: Memory the first fit of a model adds for XLA's compilation and runtime (measured on the
+#: CPU, float64, 9-15 components), on top of the process's.
+COMPILE_BYTES = 220_000_000
+# Band intermediates per (component, PSF component) pair and band pixel, in items; and
+# per image pixel: the solver's float64 copies of data and weights plus ~6 working images.
+_BAND_ITEMS_PER_PAIR = 5.5
+_PIXEL_BYTES_FIXED = 32
+_PIXEL_ITEMS = 6
+
+
+def fit_memory_bytes(model: Model, options: SolverOptions = DEFAULT_OPTIONS,
+                     compile: bool = True) -> int:
+    """Peak memory one :func:`least_squares` fit of ``model`` adds to a process, in bytes.
+
+    The sum of a per-pixel part (the solver's copies of the image and weights and a few
+    working images, ~80 bytes per pixel in float64), a per-band part (the intermediates of
+    one band's Jacobian, proportional to the band's pixels times the components times the
+    PSF components) and, with ``compile``, :data:`COMPILE_BYTES` for the compilation.
+    Measured against the peak resident memory of fits of 256^2 to 2048^2 pixels on the CPU
+    (``benchmarks/scaling.py``); a batch of ``B`` vmapped fits needs about ``B`` times the
+    estimate without ``compile``, plus ``COMPILE_BYTES`` once.
+
+    Parameters
+    ----------
+    model : Model
+    options : SolverOptions
+        Only ``band_pixels`` matters.
+    compile : bool
+        Include the compilation's memory (a first fit of this model's structure).
+
+    Returns
+    -------
+    int
+    """
+    nx, ny = model.shape
+    itemsize = jnp.dtype(model.dtype).itemsize
+    plan = band_plan(model.shape, options.band_pixels)
+    band = plan.rows * ny * model.n_gauss * model.n_psf * _BAND_ITEMS_PER_PAIR * itemsize
+    pixels = nx * ny * (_PIXEL_BYTES_FIXED + _PIXEL_ITEMS * itemsize)
+    return int(band + pixels + (COMPILE_BYTES if compile else 0))
