@@ -19,6 +19,7 @@ from imcascade_jax import fit as core_fit
 from imcascade_jax.fitter import Fitter, LeastSquaresResult
 from imcascade_jax.model import make_model
 from imcascade_jax.normal_equations import band_plan, normal_equations, pad_rows, residual_image
+from imcascade_jax.render import render
 from imcascade_jax.status import FitStatus
 from imcascade_jax.synthetic import make_galaxy, moffat_psf
 
@@ -112,10 +113,23 @@ def test_tiny_image_outside_centre_is_not_success(galaxy):
     assert int(res.status) <= 0, FitStatus(int(res.status)).message
 
 
-def test_max_steps_and_no_progress(galaxy, model):
-    one = fit(model, galaxy.img, 1.0 / galaxy.err**2, max_steps=1)
+@pytest.fixture(scope="module")
+def tiny():
+    """A 16x16 two-component problem (cheap to compile): model, image, weight, x0, lb, ub."""
+    m = make_model((16, 16), [1.0, 3.0], [1.5], [1.0], sky_type="flat")
+    truth = jnp.array([7.6, 8.3, 0.7, 0.4, 1.0, 1.5, 0.01])
+    img = np.asarray(render(m, truth)) + np.random.default_rng(1).normal(0, 0.01, (16, 16))
+    x0 = np.array([8.0, 8.0, 0.5, 1.0, 0.5, 0.5, 0.0])
+    lb = np.array([4.0, 4.0, 1e-3, 0.0, -3.0, -3.0, -1.0])
+    ub = np.array([12.0, 12.0, 1.0, np.pi, 3.0, 3.0, 1.0])
+    return m, img, np.full((16, 16), 1e4), x0, lb, ub
+
+
+def test_max_steps_and_no_progress(tiny):
+    m, img, weight, x0, lb, ub = tiny
+    one = fit(m, img, weight, x0, lb, ub, max_steps=1)
     assert int(one.status) == FitStatus.NO_PROGRESS  # only the start was evaluated
-    three = fit(model, galaxy.img, 1.0 / galaxy.err**2, max_steps=3)
+    three = fit(m, img, weight, x0, lb, ub, max_steps=3)
     assert int(three.status) == FitStatus.MAX_STEPS
 
 
@@ -182,11 +196,15 @@ def test_impossible_input_raises_and_is_bad_input_when_traced(galaxy, model, cha
     np.testing.assert_array_equal(np.asarray(traced.x), args["x0"])
 
 
-def test_one_bad_galaxy_of_a_vmapped_batch(galaxy, model):
-    weights = np.stack([1.0 / galaxy.err**2, np.zeros(SHAPE)])
-    res = jax.vmap(core_fit.least_squares, in_axes=(None, None, 0, None, None, None))(
-        model, galaxy.img, weights, X0, LB, UB)
-    assert int(res.status[0]) > 0 and int(res.status[1]) == FitStatus.BAD_INPUT
+def test_one_bad_galaxy_of_a_vmapped_batch(tiny):
+    m, img, weight, x0, lb, ub = tiny
+    weights = np.stack([weight, np.zeros_like(weight), weight])
+    x0s = np.stack([x0, x0, np.r_[x0[:-1], 5.0]])  # the third starts outside its sky bounds
+    res = jax.vmap(core_fit.least_squares, in_axes=(None, None, 0, 0, None, None))(
+        m, img, weights, x0s, lb, ub)
+    assert [int(s) for s in res.status][1:] == [FitStatus.BAD_INPUT, FitStatus.BAD_INPUT]
+    assert int(res.status[0]) > 0
+    np.testing.assert_allclose(np.asarray(res.x[0, :2]), [7.6, 8.3], atol=0.02)
 
 
 def test_status_messages_alias():
