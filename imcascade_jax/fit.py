@@ -17,7 +17,21 @@ The solver is a projected Levenberg-Marquardt method written for this problem:
   (1.1 clips it, so fits of galaxies with a position angle near 0 stall at the bound);
 - everything is one ``lax.while_loop``: the fit compiles once per image shape and model, runs
   without Python in the loop, and ``jax.vmap`` turns it into a batched catalog fit. Failures come
-  back as a status code, never as exceptions.
+  back as a :class:`~imcascade_jax.status.FitStatus` code, never as exceptions (an impossible
+  problem given as concrete arrays raises a ``ValueError`` before the solver starts);
+- unit-free: the solver works on the data divided by a robust level of the data (a power of
+  two, so the division is exact) with fluxes, sky and their bounds divided alike, so that
+  scaling the image and its errors by ``s`` scales the fitted fluxes and sky by ``s`` and leaves
+  the geometry unchanged; every tolerance is relative;
+- memory proportional to the pixels: the loop holds only the point, its cost and its normal
+  equations ``J^T J``, ``J^T r``, accumulated over bands of rows
+  (:mod:`imcascade_jax.normal_equations`); the full Jacobian is computed only on request
+  (:func:`jacobian_at`);
+- honest statuses: success only when a convergence criterion holds and the answer is usable:
+  a fit whose damping blew up is ``STALLED``, one that never moved the galaxy (or whose galaxy
+  touches no weighted pixel) ``NO_PROGRESS``, one with a parameter on a bound that decides the
+  answer (:func:`imcascade_jax.fit_inputs.decisive_bounds`) ``AT_BOUND``; ``at_lower`` /
+  ``at_upper`` say which parameters rest on a bound.
 """
 
 from __future__ import annotations
@@ -32,20 +46,35 @@ from imcascade_jax.derivatives import (
     basis_and_tangents_autodiff,
     supports_closed_form,
 )
+from imcascade_jax.fit_inputs import (
+    bad_input,
+    check_problem,
+    check_shapes,
+    decisive_bounds,
+    is_concrete,
+)
 from imcascade_jax.model import Model
+from imcascade_jax.normal_equations import (
+    BAND_PIXELS,
+    NormalEquations,
+    band_plan,
+    normal_equations,
+    pad_rows,
+    residual_image,
+)
 from imcascade_jax.params import unpack
 from imcascade_jax.render import render_basis, render_sky, weighted_sum
+from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
-#: Status codes of :class:`FitResult`.
-STATUS_MESSAGES = {
-    0: "running",
-    1: "converged: relative reduction of chi2 below ftol",
-    2: "converged: relative step below xtol",
-    3: "converged: projected gradient below gtol",
-    -1: "stopped: maximum number of steps reached",
-    -2: "failed: non-finite residuals or Jacobian",
-}
+__all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
+           "FitResult", "model_and_jacobian", "jacobian_at", "data_scale", "least_squares",
+           "least_squares_jit", "fit_memory_bytes", "COMPILE_BYTES"]
+
 _LN10 = 2.302585092994046
+#: Relative damping beyond which the solver has stalled (steps shrunk to nothing).
+_MAX_DAMPING = 1e16
+#: A parameter within this fraction of its box's width from a bound rests on it.
+_BOUND_TOL = 1e-10
 
 
 class SolverOptions(NamedTuple):
@@ -56,13 +85,18 @@ class SolverOptions(NamedTuple):
     max_steps : int
         Maximum number of Levenberg-Marquardt steps (each one Jacobian evaluation).
     ftol : float
-        Stop when an accepted step reduces chi2 by less than ``ftol`` relative.
+        Converged when the last accepted step reduced chi2 by less than ``ftol`` relative and
+        the Gauss-Newton model promises no more than that.
     xtol : float
-        Stop when the step is smaller than ``xtol * (|x| + xtol)``.
+        Converged when every entry of the Gauss-Newton step is below ``xtol * (|x_i| + xtol)``
+        (fluxes and sky in the solver's units, :func:`data_scale`).
     gtol : float
-        Stop when the largest scaled projected gradient is below ``gtol``.
+        Converged when the largest scaled projected gradient is below ``gtol * sqrt(chi2)``.
     damping : float
         Initial damping, relative to the diagonal of ``J^T J``.
+    band_pixels : int
+        Pixels per band over which the normal equations are accumulated
+        (:mod:`imcascade_jax.normal_equations`): smaller bands use less memory.
     """
 
     max_steps: int = 100
@@ -70,6 +104,7 @@ class SolverOptions(NamedTuple):
     xtol: float = 1e-8
     gtol: float = 1e-8
     damping: float = 1e-3
+    band_pixels: int = BAND_PIXELS
 
 
 DEFAULT_OPTIONS = SolverOptions()
@@ -91,38 +126,42 @@ def solver_options(kwargs: dict) -> SolverOptions:
         if name not in SolverOptions._fields:
             raise ValueError(f"unknown least-squares option {key!r} in 'ls_kwargs'; valid options "
                              f"are {list(SolverOptions._fields) + list(_OPTION_ALIASES)}")
-        opts[name] = int(value) if name == "max_steps" else float(value)
+        opts[name] = int(value) if name in ("max_steps", "band_pixels") else float(value)
     return SolverOptions(**opts)
 
 
 class FitResult(NamedTuple):
     """Outcome of :func:`least_squares` (a pytree; batched under ``vmap``).
 
+    The Jacobian is not part of it (it is ``Ndof`` images): :func:`jacobian_at` computes it.
+
     Attributes
     ----------
     x : jax.Array
-        Best parameters, shape ``(Ndof,)``.
+        Best parameters, shape ``(Ndof,)``, in the model's parametrisation; centre in pixel
+        coordinates (axis 0, axis 1), phi in radians from axis 0 towards axis 1.
     chi2 : jax.Array
         ``sum(w (data - model)^2)`` at ``x``.
-    jac : jax.Array
-        Jacobian of the residuals ``sqrt(w) (data - model)`` at ``x``, shape ``(Ndof, nx, ny)``.
     jtj : jax.Array
-        ``J^T J`` at ``x`` (its inverse is the covariance of the parameters for unit weights).
+        ``J^T J`` of the residuals at ``x`` (its inverse is the covariance of the parameters).
     residuals : jax.Array
         ``sqrt(w) (data - model)`` at ``x``, shape model.shape.
     n_steps : jax.Array
-        Number of steps taken.
+        Number of steps taken (each one evaluation of the residuals and their Jacobian).
     status : jax.Array
-        A key of :data:`STATUS_MESSAGES`; > 0 converged.
+        An ``int(FitStatus)``; > 0 success.
+    at_lower, at_upper : jax.Array of bool, shape (Ndof,)
+        Parameters resting on their lower / upper bound (never a periodic phi).
     """
 
     x: jax.Array
     chi2: jax.Array
-    jac: jax.Array
     jtj: jax.Array
     residuals: jax.Array
     n_steps: jax.Array
     status: jax.Array
+    at_lower: jax.Array
+    at_upper: jax.Array
 
 
 def model_and_jacobian(model: Model, param: jax.Array):
@@ -162,9 +201,40 @@ def model_and_jacobian(model: Model, param: jax.Array):
     return image, jnp.concatenate(columns, axis=0)
 
 
-def _residuals(model, param, data, sqrt_w):
-    image, dimage = model_and_jacobian(model, param)
-    return sqrt_w * (data - image), -sqrt_w[None] * dimage
+def jacobian_at(model: Model, param: jax.Array, weight: jax.Array) -> jax.Array:
+    """Jacobian of the residuals ``sqrt(w) (data - model)`` at ``param``.
+
+    Parameters
+    ----------
+    model : Model
+    param : jax.Array, shape (Ndof,)
+        In the model's parametrisation (log10 fluxes when ``model.log_weight_scale``).
+    weight : jax.Array, shape model.shape
+
+    Returns
+    -------
+    jax.Array, shape (Ndof, nx, ny)
+        ``-sqrt(w) d model / d param_i``: ``Ndof`` images, so only for what needs them all
+        (the solver accumulates ``J^T J`` band by band instead).
+    """
+    _, dimage = model_and_jacobian(model, jnp.asarray(param, model.dtype))
+    return -jnp.sqrt(jnp.asarray(weight, model.dtype))[None] * dimage
+
+
+def data_scale(data: jax.Array, weight: jax.Array) -> jax.Array:
+    """The unit the solver measures the data in: a power of two near the median ``|data|``.
+
+    Over pixels of positive weight; the largest ``|data|`` when the median is 0, and 1 for an
+    image of zeros. A power of two, so that dividing by it is exact; for ``data * s`` it is
+    ``s`` times that of ``data`` (up to the rounding to a power of two).
+    """
+    a = jnp.abs(data)
+    good = (weight > 0) & jnp.isfinite(a)
+    median = jnp.nanmedian(jnp.where(good, a, jnp.nan))
+    top = jnp.max(jnp.where(good, a, 0.0))
+    level = jnp.where(median > 0, median, jnp.where(top > 0, top, 1.0))
+    level = jnp.where(jnp.isfinite(level), level, 1.0)
+    return jnp.exp2(jnp.round(jnp.log2(level)))
 
 
 def _open_bounds(lb, ub, periodic_phi):
@@ -194,33 +264,191 @@ def _canonical(x, lb, ub, periodic_phi):
     return jnp.clip(x, lb, ub)
 
 
+def _to_internal(model: Model, v, scale):
+    """Model parameters -> the solver's: linear fluxes (Gauss-Newton is exact in them, so the N
+    fluxes converge in one step instead of crawling along log-space curvature), fluxes and sky
+    in units of ``scale``."""
+    n = model.n_gauss
+    flux = jnp.power(10.0, v[4:4 + n]) if model.log_weight_scale else v[4:4 + n]
+    return jnp.concatenate([v[:4], flux / scale, v[4 + n:] / scale])
+
+
+def _from_internal(model: Model, v, scale):
+    n = model.n_gauss
+    flux = v[4:4 + n] * scale
+    flux = jnp.log10(flux) if model.log_weight_scale else flux
+    return jnp.concatenate([v[:4], flux, v[4 + n:] * scale])
+
+
+def _internal_chain(model: Model, v, scale):
+    """d(internal) / d(model parameter), per parameter: the Jacobian's column scales."""
+    n = model.n_gauss
+    flux = v[4:4 + n] * _LN10 if model.log_weight_scale else jnp.full(n, 1.0 / scale, v.dtype)
+    return jnp.concatenate([jnp.ones(4, v.dtype), flux, jnp.full(model.n_sky, 1.0 / scale, v.dtype)])
+
+
 class _State(NamedTuple):
-    x: jax.Array  # accepted point and what was evaluated there
-    r: jax.Array
-    jac: jax.Array
-    cost: jax.Array
+    x: jax.Array  # accepted point and its normal equations
+    eq: NormalEquations
     trial: jax.Array  # next point to evaluate
     lam: jax.Array
     nu: jax.Array
     predicted: jax.Array  # reduction of cost the linear model predicts for the trial
     step: jax.Array
+    n_accepted: jax.Array  # accepted steps after the start
     status: jax.Array
 
 
-def _to_internal(model: Model, v):
-    """Log10 fluxes -> linear: Gauss-Newton is exact in linear parameters, so the N fluxes
-    converge in one step instead of crawling along log-space curvature (50 steps -> ~20)."""
-    if not model.log_weight_scale:
-        return v
-    n = model.n_gauss
-    return v.at[4:4 + n].set(jnp.power(10.0, v[4:4 + n]))
+class _Problem(NamedTuple):
+    """The solver's view: internal units, open bounds for the step, tolerances."""
+
+    lb: jax.Array
+    ub: jax.Array
+    step_lb: jax.Array
+    step_ub: jax.Array
+    ftol: float
+    xtol: float
+    gtol: float
+    damping: float
+    max_steps: int
 
 
-def _from_internal(model: Model, v):
-    if not model.log_weight_scale:
-        return v
+def _damped_step(prob: _Problem, x, eq: NormalEquations, lam):
+    """Projected, Marquardt-scaled damped Gauss-Newton step.
+
+    Returns the step clipped to the box, the reduction of the cost the quadratic model
+    predicts for it, the reduction it predicts for the unclipped step (>= 0: a clipped step
+    can predict an increase) and the scaled projected gradient.
+    """
+    dtype = x.dtype
+    eps = 10 * jnp.finfo(dtype).eps
+    tiny = jnp.finfo(dtype).tiny
+    jtj, grad = eq.jtj, eq.grad
+    at_lower = (x <= prob.step_lb + eps * (1 + jnp.abs(prob.step_lb))) & (grad > 0)
+    at_upper = (x >= prob.step_ub - eps * (1 + jnp.abs(prob.step_ub))) & (grad < 0)
+    # A parameter the image does not depend on here (phi of a round model, q = 1) has a zero
+    # column: hold it this step rather than solve a singular system.
+    raw_diag = jnp.diag(jtj)
+    free = ~(at_lower | at_upper) & (raw_diag > eps * eps * jnp.max(raw_diag))
+    # Solve in columns scaled to unit norm (Marquardt): sky slopes and fluxes differ by
+    # ~1e10 in J^T J, which float32 cannot solve unscaled.
+    scale = 1.0 / jnp.sqrt(jnp.maximum(raw_diag, tiny))
+    n = x.shape[0]
+    ff = free[:, None] & free[None, :]
+    a = jnp.where(ff, jtj * scale[:, None] * scale[None, :] + lam * jnp.eye(n, dtype=dtype), 0.0) \
+        + jnp.diag(jnp.where(free, 0.0, 1.0))
+    delta = scale * jnp.linalg.solve(a, -jnp.where(free, grad * scale, 0.0))
+    step = jnp.clip(x + delta, prob.step_lb, prob.step_ub) - x
+    predicted = -(grad @ step + 0.5 * step @ jtj @ step)
+    promised = -(grad @ delta + 0.5 * delta @ jtj @ delta)
+    projected_grad = jnp.where(free, grad, 0.0) * scale
+    return step, predicted, promised, projected_grad
+
+
+def _body(prob: _Problem, evaluate, periodic_phi: bool, s: _State) -> _State:
+    # 1. Evaluate the trial point; accept it if it lowers the cost (the first one always).
+    t = evaluate(s.trial)
+    finite = t.finite & jnp.isfinite(t.cost)
+    actual = s.eq.cost - t.cost
+    first = s.step == 0
+    accept = finite & ((actual > 0) | first)
+    rho = actual / jnp.maximum(s.predicted, jnp.finfo(t.cost.dtype).tiny)
+    lam = jnp.where(first, s.lam, jnp.where(
+        accept, s.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), s.lam * s.nu))
+    nu = jnp.where(accept, 2.0, 2.0 * s.nu)
+    x = jnp.where(accept, s.trial, s.x)
+    eq = jax.tree_util.tree_map(lambda new, old: jnp.where(accept, new, old), t, s.eq)
+
+    # 2. Next trial: a damped step; and the Gauss-Newton step at the initial damping (or
+    # less), whose size and predicted gain say whether x is the optimum.
+    step, predicted, _, projected_grad = _damped_step(prob, x, eq, lam)
+    gn_step, _, gn_gain, _ = _damped_step(prob, x, eq, jnp.minimum(lam, prob.damping))
+    trial = _canonical(x + step, prob.lb, prob.ub, periodic_phi)
+
+    # 3. Convergence, every criterion relative. ftol as MINPACK's: the last accepted step
+    # gained less than ftol and the quadratic model promises no more; after a rejected step
+    # only the promise counts (the rejection was round-off). A run of rejected or non-finite
+    # trials blows the damping up: stalled, not converged.
+    cost = eq.cost
+    small_f = ~first & (gn_gain <= prob.ftol * cost) & (~accept | (actual <= prob.ftol * s.eq.cost))
+    small_x = jnp.all(jnp.abs(gn_step) <= prob.xtol * (jnp.abs(x) + prob.xtol))
+    small_g = jnp.max(jnp.abs(projected_grad)) <= prob.gtol * jnp.sqrt(2 * cost)
+    status = jnp.select(
+        [first & ~finite, small_g, small_f, small_x, s.step + 1 >= prob.max_steps,
+         lam > _MAX_DAMPING],
+        [FitStatus.NON_FINITE, FitStatus.CONVERGED_GTOL, FitStatus.CONVERGED_FTOL,
+         FitStatus.CONVERGED_XTOL, FitStatus.MAX_STEPS, FitStatus.STALLED], 0)
+    return _State(x, eq, trial, lam, nu, predicted, s.step + 1,
+                  s.n_accepted + (accept & ~first).astype(jnp.int32), status.astype(jnp.int32))
+
+
+def _final_status(model: Model, prob: _Problem, final: _State, bad, periodic_phi: bool):
+    """The loop's status made honest, and which parameters rest on a bound."""
+    x = final.x
+    width = prob.ub - prob.lb
+    margin = jnp.where(jnp.isfinite(width), _BOUND_TOL * width, 0.0)
+    at_lower = jnp.isfinite(prob.step_lb) & (x <= prob.step_lb + margin)
+    at_upper = jnp.isfinite(prob.step_ub) & (x >= prob.step_ub - margin)
+    dec_lower, dec_upper = decisive_bounds(model, prob.ub, periodic_phi)
+    decisive = jnp.any((at_lower & dec_lower) | (at_upper & dec_upper))
+    # The galaxy touches no weighted pixel (every flux column zero): nothing was fitted.
+    eps = 10 * jnp.finfo(x.dtype).eps
+    diag = jnp.diag(final.eq.jtj)
     n = model.n_gauss
-    return v.at[4:4 + n].set(jnp.log10(v[4:4 + n]))
+    visible = jnp.any(diag[4:4 + n] > eps * eps * jnp.max(diag))
+    status = final.status
+    no_step = (final.n_accepted == 0) & ((status == FitStatus.STALLED) |
+                                         (status == FitStatus.MAX_STEPS))
+    status = jnp.where((~visible | no_step) & (status != FitStatus.NON_FINITE),
+                       FitStatus.NO_PROGRESS, status)
+    status = jnp.where((status > 0) & decisive, FitStatus.AT_BOUND, status)
+    finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(final.eq.cost)
+    status = jnp.where(finite, status, FitStatus.NON_FINITE)
+    status = jnp.where(bad, FitStatus.BAD_INPUT, status)
+    return status.astype(jnp.int32), at_lower & ~bad, at_upper & ~bad
+
+
+def _solve(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
+           periodic_phi: bool) -> FitResult:
+    dtype = model.dtype
+    lin = model.replace(log_weight_scale=False)
+    data, weight, x0, lb, ub = (jnp.asarray(v, dtype) for v in (data, weight, x0, lb, ub))
+    bad = bad_input(data, weight, x0, lb, ub, periodic_phi)
+    usable = (weight > 0) & jnp.isfinite(weight) & jnp.isfinite(data)
+    weight = jnp.where(usable, weight, 0.0)
+    data = jnp.where(usable, data, 0.0)
+    scale = data_scale(data, weight)
+    plan = band_plan(model.shape, options.band_pixels)
+    data_n = pad_rows(data / scale, plan)
+    sqrt_w = pad_rows(jnp.sqrt(weight) * scale, plan)  # residuals keep their units
+    lb_i, ub_i = _to_internal(model, lb, scale), _to_internal(model, ub, scale)
+    x_start = _canonical(_to_internal(model, x0, scale), lb_i, ub_i, periodic_phi)
+    step_lb, step_ub = _open_bounds(lb_i, ub_i, periodic_phi)
+    eps = float(10 * jnp.finfo(dtype).eps)
+    # Tolerances below the working precision would never be met (float32).
+    ftol, xtol, gtol = (max(float(t), eps) for t in (options.ftol, options.xtol, options.gtol))
+    prob = _Problem(lb_i, ub_i, step_lb, step_ub, ftol, xtol, gtol, float(options.damping),
+                    int(options.max_steps))
+
+    def evaluate(x):
+        return normal_equations(lin, model_and_jacobian, x, data_n, sqrt_w, plan)
+
+    n = model.n_params
+    zero_eq = NormalEquations(jnp.asarray(jnp.inf, dtype), jnp.zeros((n, n), dtype),
+                              jnp.zeros(n, dtype), jnp.asarray(False))
+    init = _State(x_start, zero_eq, x_start, jnp.asarray(options.damping, dtype),
+                  jnp.asarray(2.0, dtype), jnp.asarray(0.0, dtype), jnp.asarray(0, jnp.int32),
+                  jnp.asarray(0, jnp.int32),
+                  jnp.where(bad, FitStatus.BAD_INPUT, FitStatus.RUNNING).astype(jnp.int32))
+    final = jax.lax.while_loop(lambda s: s.status == 0,
+                               lambda s: _body(prob, evaluate, periodic_phi, s), init)
+    status, at_lower, at_upper = _final_status(model, prob, final, bad, periodic_phi)
+    residuals = residual_image(lin, final.x, data_n, sqrt_w, plan)
+    chain = _internal_chain(model, final.x, scale)
+    jtj = final.eq.jtj * chain[:, None] * chain[None, :]
+    x = jnp.where(bad, x0, _from_internal(model, final.x, scale))
+    return FitResult(x, 2.0 * final.eq.cost, jtj, residuals, final.step, status, at_lower,
+                     at_upper)
 
 
 def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Array,
@@ -230,8 +458,9 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
 
     Pure and traceable: wrap it in ``jax.jit`` (``options`` and ``periodic_phi`` static) and
     ``jax.vmap`` it over images of one shape. Internally the fluxes are linear (the problem is
-    then linear in N + Ndof_sky of its parameters); ``x``, bounds and the returned Jacobian use
-    the model's own parametrisation (log10 fluxes when ``model.log_weight_scale``).
+    then linear in N + Ndof_sky of its parameters) and, with the sky, in units of
+    :func:`data_scale`; ``x``, bounds and ``jtj`` use the model's own parametrisation (log10
+    fluxes when ``model.log_weight_scale``).
 
     Parameters
     ----------
@@ -239,7 +468,8 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
     data, weight : jax.Array, shape model.shape
         Image and pixel weights (inverse variance; 0 for masked pixels).
     x0, lb, ub : jax.Array, shape (Ndof,)
-        Starting point and bounds (``lb <= x0 <= ub``).
+        Starting point and bounds (``lb <= x0 <= ub``); centre in pixel coordinates (axis 0,
+        axis 1), phi in radians from axis 0 towards axis 1.
     options : SolverOptions
     periodic_phi : bool
         Treat the position angle as periodic (wrapped into ``[lb[3], lb[3] + pi)``) and, when
@@ -249,99 +479,81 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
     Returns
     -------
     FitResult
+        ``status`` is an ``int(FitStatus)``: ``BAD_INPUT`` for an impossible problem given as
+        traced arrays (what raises for concrete ones, below).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit the model; and, for concrete (untraced) arrays: ``lb > ub`` or
+        NaN bounds, ``x0`` non-finite or outside the bounds (a periodic phi excepted),
+        ``weight`` negative, non-finite or zero everywhere, ``data`` non-finite where the
+        weight is positive.
     """
-    dtype = model.dtype
-    lin = model.replace(log_weight_scale=False)
-    data = jnp.asarray(data, dtype)
-    sqrt_w = jnp.sqrt(jnp.asarray(weight, dtype))
-    lb = _to_internal(model, jnp.asarray(lb, dtype))
-    ub = _to_internal(model, jnp.asarray(ub, dtype))
-    x_start = _canonical(_to_internal(model, jnp.asarray(x0, dtype)), lb, ub, periodic_phi)
-    step_lb, step_ub = _open_bounds(lb, ub, periodic_phi)
-    tiny = jnp.finfo(dtype).tiny
-    eps = 10 * jnp.finfo(dtype).eps
-    n_par = model.n_params
-    # Tolerances below the working precision would never be met (float32).
-    ftol, xtol, gtol = (max(float(t), float(eps)) for t in (options.ftol, options.xtol, options.gtol))
-
-    def normal_equations(jac, r):
-        jtj = jnp.einsum("axy,bxy->ab", jac, jac)
-        grad = jnp.einsum("axy,xy->a", jac, r)
-        return jtj, grad
-
-    def free_mask(x, grad):
-        at_lower = (x <= step_lb + eps * (1 + jnp.abs(step_lb))) & (grad > 0)
-        at_upper = (x >= step_ub - eps * (1 + jnp.abs(step_ub))) & (grad < 0)
-        return ~(at_lower | at_upper)
-
-    def body(s: _State) -> _State:
-        # 1. Evaluate the trial point; accept it if it lowers the cost (the first one always).
-        r_t, jac_t = _residuals(lin, s.trial, data, sqrt_w)
-        cost_t = 0.5 * jnp.sum(r_t * r_t)
-        finite = jnp.isfinite(cost_t) & jnp.all(jnp.isfinite(jac_t))
-        actual = s.cost - cost_t
-        first = s.step == 0
-        accept = finite & ((actual > 0) | first)
-        rho = actual / jnp.maximum(s.predicted, tiny)
-        lam = jnp.where(first, s.lam, jnp.where(
-            accept, s.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), s.lam * s.nu))
-        nu = jnp.where(accept, 2.0, 2.0 * s.nu)
-        pick = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
-        x, r, jac, cost = pick(s.trial, s.x), pick(r_t, s.r), pick(jac_t, s.jac), \
-            pick(cost_t, s.cost)
-
-        # 2. Next trial: a damped Gauss-Newton step on the free variables, projected.
-        jtj, grad = normal_equations(jac, r)
-        # A parameter the image does not depend on here (phi of a round model, q = 1) has a
-        # zero column: hold it this step rather than solve a singular system.
-        raw_diag = jnp.diag(jtj)
-        free = free_mask(x, grad) & (raw_diag > eps * eps * jnp.max(raw_diag))
-        diag = jnp.maximum(raw_diag, tiny)
-        # Solve in columns scaled to unit norm (Marquardt): sky slopes and fluxes differ by
-        # ~1e10 in J^T J, which float32 cannot solve unscaled.
-        scale = 1.0 / jnp.sqrt(diag)
-        ff = free[:, None] & free[None, :]
-        a = jnp.where(ff, jtj * scale[:, None] * scale[None, :] + lam * jnp.eye(n_par, dtype=dtype),
-                      0.0) + jnp.diag(jnp.where(free, 0.0, 1.0))
-        delta = scale * jnp.linalg.solve(a, -jnp.where(free, grad * scale, 0.0))
-        step = jnp.clip(x + delta, step_lb, step_ub) - x
-        trial = _canonical(x + step, lb, ub, periodic_phi)
-        predicted = -(grad @ step + 0.5 * step @ jtj @ step)
-
-        # 3. Convergence.
-        # As MINPACK: converged when the last accepted step gained less than ftol (relative)
-        # and the quadratic model promises no more than that for the next one, so no
-        # Jacobian is spent on a trial that cannot matter.
-        small_f = accept & ~first & (actual <= ftol * s.cost) & \
-            (predicted <= ftol * cost)
-        small_x = jnp.linalg.norm(step) <= xtol * (jnp.linalg.norm(x) + xtol)
-        proj_grad = jnp.where(free, grad, 0.0) / jnp.sqrt(diag)
-        small_g = jnp.max(jnp.abs(proj_grad)) <= gtol * jnp.sqrt(2 * cost + tiny)
-        status = jnp.select(
-            [first & ~finite, small_g, small_f, small_x, s.step + 1 >= options.max_steps,
-             lam > 1e16],
-            [-2, 3, 1, 2, -1, 2], 0)
-        return _State(x, r, jac, cost, trial, lam, nu, predicted, s.step + 1,
-                      status.astype(jnp.int32))
-
-    shape = model.shape
-    zeros_img = jnp.zeros(shape, dtype)
-    init = _State(x_start, zeros_img, jnp.zeros((model.n_params, *shape), dtype),
-                  jnp.asarray(jnp.inf, dtype), x_start, jnp.asarray(options.damping, dtype),
-                  jnp.asarray(2.0, dtype), jnp.asarray(0.0, dtype), jnp.asarray(0, jnp.int32),
-                  jnp.asarray(0, jnp.int32))
-    final = jax.lax.while_loop(lambda s: s.status == 0, body, init)
-    jtj_lin, _ = normal_equations(final.jac, final.r)
-    x = _from_internal(model, final.x)
-    if model.log_weight_scale:
-        # Chain rule back to log10 fluxes for the returned Jacobian.
-        n = model.n_gauss
-        scale = jnp.ones(model.n_params, dtype).at[4:4 + n].set(final.x[4:4 + n] * _LN10)
-        jac = final.jac * scale[:, None, None]
-        jtj = jtj_lin * scale[:, None] * scale[None, :]
-    else:
-        jac, jtj = final.jac, jtj_lin
-    return FitResult(x, 2.0 * final.cost, jac, jtj, final.r, final.step, final.status)
+    check_shapes(model, data, weight, x0, lb, ub)
+    if is_concrete(data, weight, x0, lb, ub):
+        check_problem(model, data, weight, x0, lb, ub, periodic_phi)
+    return _solve(model, data, weight, x0, lb, ub, options, periodic_phi)
 
 
-least_squares_jit = jax.jit(least_squares, static_argnames=("options", "periodic_phi"))
+_solve_jit = jax.jit(_solve, static_argnames=("options", "periodic_phi"))
+
+
+def least_squares_jit(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Array,
+                      lb: jax.Array, ub: jax.Array, options: SolverOptions = DEFAULT_OPTIONS,
+                      periodic_phi: bool = True) -> FitResult:
+    """:func:`least_squares`, compiled once per image shape, model structure and options.
+
+    Concrete inputs are checked (and raise) as in :func:`least_squares` before the compiled
+    solver runs.
+    """
+    check_shapes(model, data, weight, x0, lb, ub)
+    if is_concrete(data, weight, x0, lb, ub):
+        check_problem(model, data, weight, x0, lb, ub, periodic_phi)
+    return _solve_jit(model, data, weight, x0, lb, ub, options, periodic_phi)
+
+
+least_squares_jit._cache_size = _solve_jit._cache_size  # the compiled programs held
+
+
+
+#: Memory the first fit of a model adds for XLA's compilation and runtime (measured on the
+#: CPU, float64, 9-15 components), on top of the process's.
+COMPILE_BYTES = 220_000_000
+# Band intermediates per (component, PSF component) pair and band pixel, in items; and
+# per image pixel: the solver's float64 copies of data and weights plus ~6 working images.
+_BAND_ITEMS_PER_PAIR = 5.5
+_PIXEL_BYTES_FIXED = 32
+_PIXEL_ITEMS = 6
+
+
+def fit_memory_bytes(model: Model, options: SolverOptions = DEFAULT_OPTIONS,
+                     compile: bool = True) -> int:
+    """Peak memory one :func:`least_squares` fit of ``model`` adds to a process, in bytes.
+
+    The sum of a per-pixel part (the solver's copies of the image and weights and a few
+    working images, ~80 bytes per pixel in float64), a per-band part (the intermediates of
+    one band's Jacobian, proportional to the band's pixels times the components times the
+    PSF components) and, with ``compile``, :data:`COMPILE_BYTES` for the compilation.
+    Measured against the peak resident memory of fits of 256^2 to 2048^2 pixels on the CPU
+    (``benchmarks/scaling.py``); a batch of ``B`` vmapped fits needs about ``B`` times the
+    estimate without ``compile``, plus ``COMPILE_BYTES`` once.
+
+    Parameters
+    ----------
+    model : Model
+    options : SolverOptions
+        Only ``band_pixels`` matters.
+    compile : bool
+        Include the compilation's memory (a first fit of this model's structure).
+
+    Returns
+    -------
+    int
+    """
+    nx, ny = model.shape
+    itemsize = jnp.dtype(model.dtype).itemsize
+    plan = band_plan(model.shape, options.band_pixels)
+    band = plan.rows * ny * model.n_gauss * model.n_psf * _BAND_ITEMS_PER_PAIR * itemsize
+    pixels = nx * ny * (_PIXEL_BYTES_FIXED + _PIXEL_ITEMS * itemsize)
+    return int(band + pixels + (COMPILE_BYTES if compile else 0))

@@ -7,6 +7,7 @@ The classes here hold data and settings and call the functional core
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from imcascade_jax import buckets as _buckets
 from imcascade_jax import fit as _fit
+from imcascade_jax import fit_inputs as _fit_inputs
 from imcascade_jax import likelihood as _like
 from imcascade_jax._posterior_methods import PosteriorMethods
 from imcascade_jax.defaults import check_bounds, starting_point
@@ -28,6 +30,7 @@ from imcascade_jax.inputs import (
 )
 from imcascade_jax.logs import FitterLog, package_records_to
 from imcascade_jax.mgm import MultiGaussModel
+from imcascade_jax.status import FitStatus
 
 log2pi = float(np.log(2.0 * np.pi))
 #: Smallest axis ratio the solver visits (q = 0 is a degenerate, zero-area model).
@@ -37,15 +40,39 @@ Q_FLOOR = 1e-3
 class LeastSquaresResult(dict):
     """Result of :meth:`Fitter.run_ls_min`, shaped like ``scipy.optimize.OptimizeResult``.
 
-    Attributes: ``x``, ``jac`` (``(npix, Ndof)``, of the residuals ``sqrt(w)(img - model)``),
-    ``fun`` (residuals), ``cost`` (``chi2 / 2``), ``chi2``, ``nfev``/``njev``, ``status``,
-    ``success``, ``message``, ``jtj``.
+    A dict whose keys are also attributes: ``x``, ``jac`` (``(npix, Ndof)``, of the residuals
+    ``sqrt(w)(img - model)``, computed on first access), ``fun`` (residuals), ``cost``
+    (``chi2 / 2``), ``chi2``, ``nfev``/``njev``, ``status`` (an ``int(FitStatus)``),
+    ``success``, ``message``, ``jtj``, ``at_bound`` (names of the parameters resting on a
+    bound that decides the answer), ``at_lower``/``at_upper`` (boolean arrays: which
+    parameters rest on their lower / upper bound). A misspelt attribute raises
+    ``AttributeError``.
     """
 
-    __getattr__ = dict.get
+    def __init__(self, jacobian=None, **fields):
+        super().__init__(**fields)
+        object.__setattr__(self, "_jacobian", jacobian)
+
+    def __missing__(self, key):
+        if key == "jac" and self._jacobian is not None:
+            self["jac"] = self._jacobian()
+            return self["jac"]
+        raise KeyError(key)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"'LeastSquaresResult' has no attribute {name!r}; "
+                                 f"it has {sorted(self.__dir__())}") from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
 
     def __dir__(self):
-        return list(self.keys())
+        return sorted(set(self.keys()) | ({"jac"} if self._jacobian is not None else set()))
 
 
 def _checked_image(img, weight, mask):
@@ -217,6 +244,9 @@ class Fitter(PosteriorMethods, MultiGaussModel):
     def run_ls_min(self, ls_kwargs: dict | None = None):
         """Bounded least-squares fit from ``param_init`` within ``(lb, ub)``.
 
+        Warns (``UserWarning`` and the ``imcascade_jax`` logger) unless the fit succeeded,
+        naming the parameters that rest on a bound deciding the answer.
+
         Parameters
         ----------
         ls_kwargs : dict, optional
@@ -226,30 +256,41 @@ class Fitter(PosteriorMethods, MultiGaussModel):
         Returns
         -------
         numpy.ndarray
-            ``min_param``, the best-fit parameter vector (also stored, with ``min_res``).
+            ``min_param``, the best-fit parameter vector (also stored, with ``min_res``, a
+            :class:`LeastSquaresResult`).
         """
         options = _fit.solver_options(ls_kwargs or {})
         self.logger.info("Running least squares minimization")
         lb, ub = self._solver_bounds()
         periodic = bool(np.isclose(ub[3] - lb[3], np.pi))
         # Padded to a bucket shape: images of similar sizes share one compiled fit.
-        res = _buckets.least_squares(self.model, self.img, self.weight, self.param_init, lb, ub,
-                                     options, periodic)
-        res = jax.device_get(res)
-        status = int(res.status)
-        jac = np.asarray(res.jac).reshape(self.Ndof, -1).T
-        resid = np.asarray(res.residuals).ravel()
+        res = jax.device_get(_buckets.least_squares(self.model, self.img, self.weight,
+                                                    self.param_init, lb, ub, options, periodic))
+        status = FitStatus(int(res.status))
+        at_bound = self._names_at_decisive_bounds(res, ub, periodic)
+        model, x, weight, ndof = self.model, np.asarray(res.x), self.weight, self.Ndof
         self.min_res = LeastSquaresResult(
-            x=np.asarray(res.x), jac=jac, fun=resid, cost=0.5 * float(res.chi2),
+            jacobian=lambda: np.asarray(_fit.jacobian_at(model, x, weight)).reshape(ndof, -1).T,
+            x=x, fun=np.asarray(res.residuals).ravel(), cost=0.5 * float(res.chi2),
             chi2=float(res.chi2), jtj=np.asarray(res.jtj), nfev=int(res.n_steps),
-            njev=int(res.n_steps), status=status, success=status > 0,
-            message=_fit.STATUS_MESSAGES[status])
-        self.min_param = np.asarray(res.x)
-        if status <= 0:
-            self.logger.warning("Least squares did not converge: %s", _fit.STATUS_MESSAGES[status])
+            njev=int(res.n_steps), status=int(status), success=status.success,
+            message=status.message, at_bound=at_bound, at_lower=np.asarray(res.at_lower),
+            at_upper=np.asarray(res.at_upper))
+        self.min_param = x
+        if not status.success:
+            where = f"; at a bound that decides the answer: {', '.join(at_bound)}" if at_bound else ""
+            warnings.warn(f"least squares did not succeed: {status.message}{where}", stacklevel=2)
+            self.logger.warning("Least squares did not converge: %s%s", status.message, where)
         self.logger.info("Finished least squares minimization (%d steps, chi2 = %.6g)",
                     int(res.n_steps), float(res.chi2))
         return self.min_param
+
+    def _names_at_decisive_bounds(self, res, ub, periodic: bool) -> list[str]:
+        lower, upper = (np.asarray(m) for m in _fit_inputs.decisive_bounds(self.model, ub, periodic))
+        at_lower, at_upper = np.asarray(res.at_lower), np.asarray(res.at_upper)
+        return [f"{name} ({side})" for i, name in enumerate(self.param_names)
+                for side, hit in (("lower", at_lower[i] & lower[i]), ("upper", at_upper[i] & upper[i]))
+                if hit]
 
     # -- results --------------------------------------------------------------------------
     def save_results(self, file_name: str, overwrite: bool = False) -> dict:

@@ -51,7 +51,8 @@ _MESSAGES = {
     FitStatus.MAX_STEPS: "stopped: maximum number of steps reached",
     FitStatus.NON_FINITE: "failed: non-finite residuals or Jacobian",
     FitStatus.STALLED: "failed: stalled (damping blew up: every trial step was rejected or non-finite)",
-    FitStatus.NO_PROGRESS: "failed: no progress (the starting point was returned)",
+    FitStatus.NO_PROGRESS: "failed: no progress (the starting point was returned, or the galaxy "
+                           "touches no weighted pixel)",
     FitStatus.AT_BOUND: "not converged: parameters at a bound (see at_bound)",
     FitStatus.BAD_INPUT: "bad input: no usable pixel (all non-finite, masked or zero weight)",
     FitStatus.NO_SOURCE: "bad input: no source found",

@@ -1,0 +1,104 @@
+"""Checks of a least-squares problem's inputs, and which parameters rest on a bound.
+
+:func:`check_problem` raises a ``ValueError`` naming the argument for an impossible problem
+given as concrete arrays; under ``jit``/``vmap`` (traced arrays) it cannot raise, and
+:func:`bad_input` gives the same verdict as a traced boolean that the solver turns into the
+``BAD_INPUT`` status, so that one bad galaxy of a vmapped catalog does not stop the others.
+
+:func:`decisive_bounds` says which bounds decide the answer when a parameter rests on them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imcascade_jax.model import Model
+
+
+def is_concrete(*arrays) -> bool:
+    """Whether none of ``arrays`` is a JAX tracer (their values can be inspected)."""
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_shapes(model: Model, data, weight, x0, lb, ub) -> None:
+    """Raise a ValueError naming the argument whose shape does not fit ``model``."""
+    for name, arr in (("data", data), ("weight", weight)):
+        if tuple(jnp.shape(arr)) != tuple(model.shape):
+            raise ValueError(f"'{name}' must have the model's shape {model.shape}, "
+                             f"got {jnp.shape(arr)}")
+    for name, arr in (("x0", x0), ("lb", lb), ("ub", ub)):
+        if tuple(jnp.shape(arr)) != (model.n_params,):
+            raise ValueError(f"'{name}' must have shape ({model.n_params},) (4 structural + "
+                             f"{model.n_gauss} fluxes + {model.n_sky} sky), got {jnp.shape(arr)}")
+
+
+def _outside(x0, lb, ub, periodic_phi: bool):
+    """Entries of x0 outside [lb, ub] (a periodic phi is wrapped, never outside)."""
+    checked = np.arange(np.shape(x0)[0]) != 3 if periodic_phi else True
+    return ((x0 < lb) | (x0 > ub)) & checked
+
+
+def check_problem(model: Model, data, weight, x0, lb, ub, periodic_phi: bool) -> None:
+    """Raise a ValueError naming the argument of an impossible problem (concrete arrays).
+
+    Checks: ``lb``/``ub`` not NaN and ``lb <= ub``; ``x0`` finite and inside ``[lb, ub]``
+    (phi excepted when periodic); ``weight`` finite and ``>= 0`` with at least one positive
+    pixel; ``data`` finite where the weight is positive.
+    """
+    data, weight, x0, lb, ub = (np.asarray(a, float) for a in (data, weight, x0, lb, ub))
+    for name, b in (("lb", lb), ("ub", ub)):
+        if np.any(np.isnan(b)):
+            raise ValueError(f"'{name}' has NaN entries at {np.flatnonzero(np.isnan(b)).tolist()}")
+    if np.any(lb > ub):
+        raise ValueError(f"'lb' > 'ub' at parameters {np.flatnonzero(lb > ub).tolist()}")
+    if not np.all(np.isfinite(x0)):
+        raise ValueError(f"'x0' has non-finite entries at {np.flatnonzero(~np.isfinite(x0)).tolist()}")
+    outside = _outside(x0, lb, ub, periodic_phi)
+    if np.any(outside):
+        raise ValueError(f"'x0' lies outside [lb, ub] at parameters {np.flatnonzero(outside).tolist()}")
+    bad_w = ~np.isfinite(weight) | (weight < 0)
+    if np.any(bad_w):
+        raise ValueError(f"'weight' must be finite and >= 0; {int(bad_w.sum())} pixels are not")
+    if not np.any(weight > 0):
+        raise ValueError("'weight' is zero everywhere: no pixel to fit")
+    bad_d = (weight > 0) & ~np.isfinite(data)
+    if np.any(bad_d):
+        raise ValueError(f"'data' is non-finite at {int(bad_d.sum())} pixels of positive weight "
+                         "(give them zero weight)")
+
+
+def bad_input(data, weight, x0, lb, ub, periodic_phi: bool) -> jax.Array:
+    """Traced verdict of :func:`check_problem`: True when the problem is impossible."""
+    bad = jnp.any(jnp.isnan(lb)) | jnp.any(jnp.isnan(ub)) | jnp.any(lb > ub)
+    bad |= ~jnp.all(jnp.isfinite(x0)) | jnp.any(_outside(x0, lb, ub, periodic_phi))
+    bad |= jnp.any(~jnp.isfinite(weight) | (weight < 0)) | ~jnp.any(weight > 0)
+    bad |= jnp.any((weight > 0) & ~jnp.isfinite(data))
+    return bad
+
+
+def decisive_bounds(model: Model, ub, periodic_phi: bool):
+    """Which bounds decide the answer when a parameter rests on them.
+
+    The centre at either bound; the axis ratio at its lower bound (and at an upper bound
+    below 1); a non-periodic position angle at either bound (a periodic one never is); a
+    component flux at its upper bound (at its lower bound the component is switched off,
+    a legitimate answer); any sky parameter at either bound.
+
+    Parameters
+    ----------
+    model : Model
+    ub : jax.Array, shape (Ndof,)
+        Upper bounds (only that of q is read).
+    periodic_phi : bool
+
+    Returns
+    -------
+    lower, upper : jax.Array of bool, shape (Ndof,)
+    """
+    n, n_sky = model.n_gauss, model.n_sky
+    lower = np.r_[True, True, True, not periodic_phi, np.zeros(n, bool), np.ones(n_sky, bool)]
+    upper = np.r_[True, True, False, not periodic_phi, np.ones(n, bool), np.ones(n_sky, bool)]
+    upper = jnp.asarray(upper).at[2].set(jnp.asarray(ub)[2] < 1.0)
+    return jnp.asarray(lower), upper
