@@ -35,6 +35,7 @@ import numpy as np
 
 from imcascade_jax import fit as _fit
 from imcascade_jax._config import compilation_cache_dir
+from imcascade_jax.fit_inputs import check_problem, check_shapes, is_concrete
 from imcascade_jax.model import Model
 
 logger = logging.getLogger("imcascade_jax")
@@ -156,8 +157,8 @@ def compile_stats() -> dict[str, float]:
 
 def _key(args, options, periodic_phi):
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    return treedef, tuple((np.shape(x), np.result_type(x).name) for x in leaves), options, \
-        bool(periodic_phi)
+    avals = tuple((np.shape(x), np.result_type(getattr(x, "dtype", x)).name) for x in leaves)
+    return treedef, avals, options, bool(periodic_phi)
 
 
 def _announce(model: Model, original: Sequence[int]) -> None:
@@ -191,6 +192,9 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
         As :func:`imcascade_jax.fit.least_squares`, every image-shaped field (residuals,
         Jacobian) cropped to ``model.shape``; other fields pass through.
     """
+    check_shapes(model, data, weight, x0, lb, ub)
+    if is_concrete(data, weight, x0, lb, ub):
+        check_problem(model, data, weight, x0, lb, ub, periodic_phi)
     padded_model, data_p, weight_p, crop = pad_problem(model, data, weight)
     dtype = model.dtype
     args = (padded_model, jnp.asarray(data_p, dtype), jnp.asarray(weight_p, dtype),
@@ -200,7 +204,7 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     if program is None:
         _announce(padded_model, model.shape)
         start = time.perf_counter()
-        program = _fit.least_squares_jit.lower(*args, options, periodic_phi).compile()
+        program = _fit.solve_jit.lower(*args, options, periodic_phi).compile()
         _STATS["compiled"] += 1
         _STATS["compile_seconds"] += time.perf_counter() - start
         _PROGRAMS[key] = program

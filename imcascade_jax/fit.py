@@ -68,7 +68,7 @@ from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
            "FitResult", "model_and_jacobian", "jacobian_at", "data_scale", "least_squares",
-           "least_squares_jit", "fit_memory_bytes", "COMPILE_BYTES"]
+           "least_squares_jit", "solve_jit", "fit_memory_bytes", "COMPILE_BYTES"]
 
 _LN10 = 2.302585092994046
 #: Relative damping beyond which the solver has stalled (steps shrunk to nothing).
@@ -497,6 +497,9 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
 
 
 _solve_jit = jax.jit(_solve, static_argnames=("options", "periodic_phi"))
+#: The compiled solver without the eager input checks (``.lower(...)`` for ahead-of-time
+#: compilation, as :mod:`imcascade_jax.buckets` does after checking the unpadded problem).
+solve_jit = _solve_jit
 
 
 def least_squares_jit(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Array,

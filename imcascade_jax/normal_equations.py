@@ -10,9 +10,9 @@ plus one band's Jacobian and intermediates, and an image that fits in one band i
 in one piece (no loop).
 
 A band of rows ``[r0, r0 + rows)`` of a model is the model of shape ``(rows, ny)`` whose galaxy
-sits at ``x0 - r0`` (pixel coordinates are offsets from the centre); a tilted-plane sky in the
-band has its constant term shifted by ``(r0 + rows/2 - nx/2) sky1``, a linear change of the sky
-parameters that the band's Jacobian undoes (:func:`band_sky_map`).
+sits at ``x0 - r0`` (pixel coordinates are offsets from the centre) and whose tilted-plane sky
+is referred to the same point as the whole image's (its ``sky_centre`` moved by ``-r0``), so the
+sky parameters and every Jacobian column are the same in a band as in the whole image.
 """
 
 from __future__ import annotations
@@ -68,37 +68,21 @@ def band_plan(shape: tuple[int, int], band_pixels: int = BAND_PIXELS) -> BandPla
     return BandPlan(-(-nx // n_bands), n_bands)  # even bands: the least padding
 
 
-def band_model(model: Model, plan: BandPlan) -> Model:
-    """The model of one band (shape ``(plan.rows, ny)``; the static window plan kept)."""
-    return model.replace(shape=(plan.rows, model.shape[1]))
+def band_model(model: Model, plan: BandPlan, r0=0) -> Model:
+    """The model of the band starting at row ``r0`` (shape ``(plan.rows, ny)``; the static
+    window plan kept, the sky's reference point moved with the band; ``r0`` may be traced)."""
+    nx, ny = model.shape
+    dtype = model.dtype
+    centre = model.sky_centre
+    if centre is None:
+        centre = jnp.asarray([nx / 2.0, ny / 2.0], dtype)
+    centre = jnp.asarray(centre, dtype) - jnp.stack([jnp.asarray(r0, dtype), jnp.zeros((), dtype)])
+    return model.replace(shape=(plan.rows, ny), sky_centre=centre)
 
 
-def band_sky_map(model: Model, rows: int, r0) -> jax.Array:
-    """Matrix ``A`` with ``param_band = A @ param`` for the band starting at row ``r0``.
-
-    Only the centre's ``x0`` (shifted by ``-r0``, not linear: see :func:`band_param`) and a
-    tilted-plane sky's constant term change; ``A`` is the identity but for
-    ``A[sky0, sky1] = r0 + rows/2 - nx/2``. The band's Jacobian ``J_band`` gives the full
-    one as ``J_band @ A``.
-    """
-    n = model.n_params
-    a = jnp.eye(n, dtype=model.dtype)
-    if model.sky_type != "tilted-plane":
-        return a
-    s0 = 4 + model.n_gauss
-    shift = jnp.asarray(r0, model.dtype) + 0.5 * rows - 0.5 * model.shape[0]
-    return a.at[s0, s0 + 1].set(shift)
-
-
-def band_param(model: Model, param: jax.Array, rows: int, r0) -> jax.Array:
-    """Parameters of the band starting at row ``r0`` (centre and sky in band coordinates)."""
-    r0 = jnp.asarray(r0, param.dtype)
-    shifted = param.at[0].add(-r0)
-    if model.sky_type == "tilted-plane":
-        s0 = 4 + model.n_gauss
-        shift = r0 + 0.5 * rows - 0.5 * model.shape[0]
-        shifted = shifted.at[s0].add(shift * param[s0 + 1])
-    return shifted
+def band_param(param: jax.Array, r0) -> jax.Array:
+    """Parameters of the band starting at row ``r0``: only ``x0`` moves (by ``-r0``)."""
+    return param.at[0].add(-jnp.asarray(r0, param.dtype))
 
 
 def pad_rows(image: jax.Array, plan: BandPlan) -> jax.Array:
@@ -129,13 +113,12 @@ class NormalEquations(NamedTuple):
 
 
 def _band_equations(model: Model, jacobian_fn, param, data_band, sqrt_w_band, rows, r0):
-    sub = band_model(model, BandPlan(rows, 1))
-    image, dimage = jacobian_fn(sub, band_param(model, param, rows, r0))
+    sub = band_model(model, BandPlan(rows, 1), r0)
+    image, dimage = jacobian_fn(sub, band_param(param, r0))
     r = sqrt_w_band * (data_band - image)
     jac = (-sqrt_w_band[None] * dimage).reshape(param.shape[0], -1)
-    a = band_sky_map(model, rows, r0)
-    jtj = a.T @ (jac @ jac.T) @ a
-    grad = a.T @ (jac @ r.reshape(-1))
+    jtj = jac @ jac.T
+    grad = jac @ r.reshape(-1)
     finite = jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac))
     return NormalEquations(0.5 * jnp.sum(r * r), jtj, grad, finite)
 
@@ -185,15 +168,14 @@ def residual_image(model: Model, param: jax.Array, data: jax.Array, sqrt_w: jax.
     ``data`` and ``sqrt_w`` are padded as for :func:`normal_equations`.
     """
     rows = plan.rows
-    sub = band_model(model, plan)
     if plan.n_bands == 1:
-        return sqrt_w * (data - render(sub, band_param(model, param, rows, 0)))
+        return sqrt_w * (data - render(band_model(model, plan), param))
 
     def body(i, out):
         r0 = i * rows
         d = jax.lax.dynamic_slice_in_dim(data, r0, rows)
         s = jax.lax.dynamic_slice_in_dim(sqrt_w, r0, rows)
-        r = s * (d - render(sub, band_param(model, param, rows, r0)))
+        r = s * (d - render(band_model(model, plan, r0), band_param(param, r0)))
         return jax.lax.dynamic_update_slice_in_dim(out, r, r0, axis=0)
 
     out = jax.lax.fori_loop(0, plan.n_bands, body, jnp.zeros_like(data))
