@@ -89,7 +89,7 @@ class PosteriorMethods:
                                              0, -1)
         if fit is not None:
             self._set_ls_prior()
-        self._lin_cauchy_locs = np.asarray(
+        self._cauchy_flux_guess = np.asarray(
             guess_weights(self.sig, self.init_dict["re"], self.init_dict["flux"]), float)
         return self.express_gauss_arr
 
@@ -166,7 +166,7 @@ class PosteriorMethods:
         if prior == "cauchy":
             self._require_express()
             # With log10 weights, positive fluxes only (so that log10 exists).
-            return priors.linear_cauchy_prior(self._lin_cauchy_locs, self.Ndof_sky,
+            return priors.linear_cauchy_prior(self._cauchy_flux_guess, self.Ndof_sky,
                                               self.log_weight_scale)
         raise ValueError(f"'prior' must be one of {DYNESTY_PRIORS}, got {prior!r}")
 
@@ -189,7 +189,7 @@ class PosteriorMethods:
         """Express prior transform: Cauchy in linear fluxes (1.1's ``guess_weights`` locations,
         scales a third of them) and sky (0, 1e-3). Jax-traceable."""
         self._require_express()
-        prior = priors.linear_cauchy_prior(self._lin_cauchy_locs, self.Ndof_sky)
+        prior = priors.linear_cauchy_prior(self._cauchy_flux_guess, self.Ndof_sky)
         return priors.prior_transform(prior, u)
 
     # -- building posteriors --------------------------------------------------------------------
