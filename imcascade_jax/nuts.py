@@ -377,6 +377,26 @@ def _check_settings(backend, num_warmup, num_samples, num_chains, target_accept,
         raise ValueError(f"'max_tree_depth' must be >= 1, got {max_tree_depth}")
 
 
+def _as_program_arguments(logdensity, init_position, inverse_mass_matrix, transform,
+                          init_transform):
+    """Pytree callables and arrays of a consistent floating dtype, for the compiled program."""
+    if isinstance(logdensity, LogDensity):
+        if inverse_mass_matrix is None:
+            inverse_mass_matrix = logdensity.inverse_mass
+        logdensity = logdensity.logdensity
+    fn = as_pytree_fn(logdensity)
+    tr = None if transform is None else as_pytree_fn(transform)
+    itr = None if init_transform is None else as_pytree_fn(init_transform)
+    x0 = jnp.asarray(init_position)
+    dtype = x0.dtype if jnp.issubdtype(x0.dtype, jnp.floating) else jnp.result_type(float)
+    x0 = x0.astype(dtype)
+    if inverse_mass_matrix is not None and not callable(inverse_mass_matrix):
+        inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, dtype)
+    elif inverse_mass_matrix is not None:
+        inverse_mass_matrix = as_pytree_fn(inverse_mass_matrix)
+    return fn, tr, itr, inverse_mass_matrix, x0
+
+
 def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
              inverse_mass_matrix: Any | None = None, seed: int = 0, num_warmup: int = 1000,
              num_samples: int = 2000, num_chains: int = 1, backend: str = "blackjax",
@@ -386,10 +406,8 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
              init_transform: Callable | None = None) -> NutsResult:
     """Run NUTS on an unconstrained log density, warm-started at ``init_position``.
 
-    With the 'blackjax' backend the start (value, covariance, whitening), warmup, sampling and
-    ``transform`` are one compiled program that takes the log density's data as arguments: it
-    is cached, so a second call on a problem of the same shapes (and the same static
-    settings) does not compile again (``NutsResult.compile_s`` is then 0).
+    With the 'blackjax' backend the whole run is one cached compiled program (see the module
+    docstring): a second call of the same shapes and settings has ``compile_s`` 0.
 
     Parameters
     ----------
@@ -408,23 +426,17 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
         function ``z0 -> covariance`` (a pytree callable); the Laplace covariance at
         ``init_position`` (:func:`~imcascade_jax.logdensity.laplace_inverse_mass`) if
         ``None``. Warmup then adapts a dense mass matrix in the whitened coordinates.
-    seed : int
-    num_warmup, num_samples, num_chains : int
+    seed, num_warmup, num_samples, num_chains : int
     backend : {'blackjax', 'numpyro'}
-        'blackjax': blackjax's NUTS kernel, dual averaging and dense Welford mass-matrix
-        adaptation in Stan's windows (blackjax's ``build_schedule``), warmup and sampling one
-        compiled ``lax.scan``, chains ``vmap``-ed. 'numpyro':
-        ``MCMC(NUTS(potential_fn=...), chain_method='vectorized')`` with numpyro's own warmup
-        (compiled on every call).
-    target_accept : float
-    max_tree_depth : int
+        blackjax's kernel and Stan warmup (module docstring), or numpyro's
+        ``MCMC(NUTS(potential_fn=...), chain_method='vectorized')`` (compiled on every call).
+    target_accept, max_tree_depth : float, int
     step_size : float
         Initial step size of the adaptation.
     init_jitter : float
     progress_bar : bool
-        A tqdm bar labelled 'warmup' then 'sampling' (blackjax: updated from inside the
-        compiled program every 1% of the iterations; numpyro: its own bar). Off, the
-        blackjax program has no callback at all.
+        A tqdm bar labelled 'warmup' then 'sampling' (blackjax: reported from the compiled
+        program every 1% of the iterations, no callback at all when off; numpyro: its own).
     transform : callable, optional
         ``z -> anything`` applied to every sample (e.g. ``LogDensity.constrain``), returned as
         ``NutsResult.samples``.
@@ -443,29 +455,17 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
         initial position.
     """
     _check_settings(backend, num_warmup, num_samples, num_chains, target_accept, max_tree_depth)
-    if isinstance(logdensity, LogDensity):
-        if inverse_mass_matrix is None:
-            inverse_mass_matrix = logdensity.inverse_mass
-        logdensity = logdensity.logdensity
-    fn = as_pytree_fn(logdensity)
-    tr = None if transform is None else as_pytree_fn(transform)
-    itr = None if init_transform is None else as_pytree_fn(init_transform)
-    x0 = jnp.asarray(init_position)
-    dtype = x0.dtype if jnp.issubdtype(x0.dtype, jnp.floating) else jnp.result_type(float)
-    x0 = x0.astype(dtype)
-    if inverse_mass_matrix is not None and not callable(inverse_mass_matrix):
-        inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, dtype)
-    elif inverse_mass_matrix is not None:
-        inverse_mass_matrix = as_pytree_fn(inverse_mass_matrix)
+    fn, tr, itr, inverse_mass_matrix, x0 = _as_program_arguments(
+        logdensity, init_position, inverse_mass_matrix, transform, init_transform)
     key = jax.random.PRNGKey(seed)
-    jitter = jnp.asarray(init_jitter, dtype)
+    jitter = jnp.asarray(init_jitter, x0.dtype)
     settings = {"num_warmup": int(num_warmup), "num_samples": int(num_samples),
                 "num_chains": int(num_chains), "target_accept": float(target_accept),
                 "max_tree_depth": int(max_tree_depth), "progress_bar": bool(progress_bar)}
     if backend == "numpyro":
         return _run_numpyro(fn, tr, inverse_mass_matrix, itr, x0, key, step_size, jitter,
                             **settings)
-    args = (fn, tr, inverse_mass_matrix, itr, x0, key, jnp.asarray(step_size, dtype), jitter)
+    args = (fn, tr, inverse_mass_matrix, itr, x0, key, jnp.asarray(step_size, x0.dtype), jitter)
     program, compile_s = compiled_program(_blackjax_program, args, settings,
                                           classic_emitters=small_operations_only(fn))
     t0 = time.perf_counter()
