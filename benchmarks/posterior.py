@@ -117,6 +117,7 @@ def main() -> None:
                  + (", compiled program reused (seed 1; total without set-up)" if reused else ""))
         rows.append(row(label, d["compile_s"], d["run_s"], total, 2000,
                         f"{d['num_grad_evals']} grad", stats, d["min_ess"]))
+        print(rows[-1], flush=True)
         print(f"  {name}: step size {np.round(d['step_size'], 3)}, divergences "
               f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}, "
               f"wall {wall:.1f} s")
@@ -148,6 +149,7 @@ def main() -> None:
         rows.append(row(f"NUTS full (blackjax), {args.full_samples} + {args.full_warmup} warmup",
                         d["compile_s"], d["run_s"], wall, args.full_samples,
                         f"{d['num_grad_evals']} grad", stats, d["min_ess"]))
+        print(rows[-1], flush=True)
         print(f"  full: step size {np.round(d['step_size'], 3)}, divergences "
               f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}")
 
