@@ -138,6 +138,14 @@ def main() -> None:
                         f"{fitter.logz_err:.2f}", 0.0, dt, t_setup + dt, len(fitter.posterior),
                         f"{ncall} like", stats))
 
+    if args.run_imcascade:
+        t11, stats11, n11 = run_imcascade11(g)
+        f, r = stats11["flux"], stats11["r50"]
+        rows.append(f"| imcascade 1.1 dynesty express (measured in this run) | - | {t11:.0f} | "
+                    f"{t11:.0f} | {n11} | - | - | - | {f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | "
+                    f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} | {_load()} |")
+        print(rows[-1], flush=True)
+
     if not args.skip_full:
         t0 = time.perf_counter()
         fitter.run_nuts(method="full", num_samples=args.full_samples,
@@ -152,13 +160,6 @@ def main() -> None:
         print(rows[-1], flush=True)
         print(f"  full: step size {np.round(d['step_size'], 3)}, divergences "
               f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}")
-
-    if args.run_imcascade:
-        t11, stats11, n11 = run_imcascade11(g)
-        f, r = stats11["flux"], stats11["r50"]
-        rows.append(f"| imcascade 1.1 dynesty express (measured in this run) | - | {t11:.0f} | "
-                    f"{t11:.0f} | {n11} | - | - | - | {f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | "
-                    f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} | {_load()} |")
 
     print()
     print("load (uptime) at end:", _load())

@@ -217,6 +217,21 @@ def _chain_step(logdensity: Callable, target_accept: float, max_tree_depth: int,
     return step, da_init
 
 
+def _over_chains(fun: Callable, in_axes: tuple, num_chains: int) -> Callable:
+    """``jax.vmap(fun, in_axes)``, or for one chain the same shapes without ``vmap``: a batched
+    NUTS tree-building loop is a larger program (every branch a select) that also runs
+    slower."""
+    if num_chains > 1:
+        return jax.vmap(fun, in_axes=in_axes)
+
+    def one(*args):
+        args = [a if axis is None else jax.tree_util.tree_map(lambda v: v[0], a)
+                for a, axis in zip(args, in_axes, strict=True)]
+        return jax.tree_util.tree_map(lambda v: jnp.asarray(v)[None], fun(*args))
+
+    return one
+
+
 def _run_chains(logdensity_u, keys, starts, step0, *, num_warmup, num_samples,
                 target_accept, max_tree_depth, progress_bar):
     """All chains (``vmap``-ed in each step), warmup and sampling: one ``lax.scan``."""
@@ -236,15 +251,15 @@ def _run_chains(logdensity_u, keys, starts, step0, *, num_warmup, num_samples,
             jnp.asarray(a).dtype, jnp.floating) else jnp.asarray(a), mm)
         return nuts.init(u, logdensity_u), (da_init(step0), mm)
 
-    states, adapt = jax.vmap(init_one)(starts)
+    states, adapt = _over_chains(init_one, (0,), num_chains)(starts)
+    step_all = _over_chains(step, (0, 0, 0, None, None), num_chains)
     stage, window_end = _schedule(num_warmup, total)
     every = max(1, total // 100)
 
     def body(carry, xs):
         states, adapt = carry
         i, chain_keys = xs[0], xs[1]
-        states, adapt, out = jax.vmap(step, in_axes=(0, 0, 0, None, None))(
-            chain_keys, states, adapt, step0, (i, xs[2], xs[3]))
+        states, adapt, out = step_all(chain_keys, states, adapt, step0, (i, xs[2], xs[3]))
         if progress_bar:  # static: no callback at all when off
             jax.lax.cond((i + 1) % every == 0, lambda: jax.debug.callback(report_progress, i + 1),
                          lambda: None)
