@@ -1,42 +1,40 @@
-"""Posterior benchmark on the seed quickstart: express NUTS (our kernel, blackjax, numpyro), express
-dynesty and full NUTS, against imcascade 1.1's ``run_dynesty(method='express')``.
+"""Posterior benchmark on the seed quickstart: express NUTS (blackjax, numpyro), express dynesty and
+full NUTS, against imcascade 1.1's ``run_dynesty(method='express')``.
 
 Usage::
 
     python benchmarks/posterior.py [--run-imcascade] [--skip-dynesty] [--skip-full]
                                    [--skip-numpyro] [--full-samples 2000 --full-warmup 1000]
 
-Without ``--run-imcascade`` the 1.1 time is the 516 s of ``BASELINES.md`` (not re-measured in
-this run: absolute times on these shared machines are noisy, compare ratios measured together).
-Times: ``compile`` is XLA compilation of the sampler (numpyro: its warmup, which includes
-compilation), ``run`` the sampling itself; ``total`` is the wall time of the whole ``run_nuts`` /
-``run_dynesty`` call (Laplace start, compilations, sampling, diagnostics) plus the express set-up
-(rendering the basis and reducing the data to its Gram matrix). ESS is the effective sample size
-of the total flux and of r50 (and the minimum over the sampled parameters); ESS/s divides the
-smaller of the first two by ``total``. For dynesty it is Kish's effective size of the weighted
-dead points, ``(sum w)^2 / sum w^2``, for both. The full-mode row and the row of a second
-express run (same shapes, compiled program reused) count no express set-up.
+With ``--run-imcascade`` imcascade 1.1 runs in the same process, on the same image (absolute
+times on a shared machine are noisy: compare ratios measured together); without it, no
+comparison is printed. Times: ``compile`` is XLA compilation of the sampler (numpyro: its
+warmup, which includes compilation), ``run`` the sampling itself; ``total`` is the wall time
+of the whole ``run_nuts`` / ``run_dynesty`` call (start, compilations, sampling, diagnostics)
+plus the express set-up (rendering the basis and reducing the data to its Gram matrix). ESS is
+the effective sample size of the total flux and of r50 (and the minimum over the sampled
+parameters); ESS/s divides the smaller of the first two by ``total``. For dynesty it is Kish's
+effective size of the weighted dead points, ``(sum w)^2 / sum w^2``, for both. The full-mode
+row and the row of a second express run (same shapes, compiled program reused) count no
+express set-up. Each row ends with the load average when it was measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 
-from imcascade_jax import sample as S
+from imcascade_jax.diagnostics import effective_sample_size
 from imcascade_jax.fitter import initialize_fitter
 from imcascade_jax.results import ImcascadeResults
 from imcascade_jax.synthetic import quickstart_data
 
-BASELINE_11_S = 516.0
-BASELINE_11 = {"flux": (255.2, 4.4, 3.7), "r50": (6.09, 0.10, 0.12)}
-
 
 def _load() -> str:
-    with open("/proc/loadavg") as fh:
-        return " ".join(fh.read().split()[:3])
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def summarise(fitter, chains: int = 1) -> dict:
@@ -47,7 +45,7 @@ def summarise(fitter, chains: int = 1) -> dict:
     for name, v in (("flux", flux), ("r50", r50)):
         lo, med, hi = np.percentile(v, [16, 50, 84])
         out[name] = (med, med - lo, hi - med)
-        out["ess_" + name] = float(S.effective_sample_size(v.reshape(chains, -1, 1))[0])
+        out["ess_" + name] = float(effective_sample_size(v.reshape(chains, -1, 1))[0])
     return out
 
 
@@ -57,7 +55,7 @@ def row(name, compile_s, run_s, total_s, n, evals, stats, min_ess=float("nan")):
     return (f"| {name} | {compile_s:.1f} | {run_s:.1f} | {total_s:.1f} | {n} | {evals} | "
             f"{stats['ess_flux']:.0f} / {stats['ess_r50']:.0f} / {min_ess:.0f} | "
             f"{ess / total_s:.1f} | {f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | "
-            f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} |")
+            f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} | {_load()} |")
 
 
 def run_imcascade11(g):
@@ -101,10 +99,10 @@ def main() -> None:
     print(f"least squares {t_ls:.1f} s (not counted below); express set-up {t_setup:.2f} s")
 
     rows, results = [], {}
-    runs = [("native", 0, "native"), ("blackjax", 0, "blackjax")]
+    runs = [("blackjax", 0, "blackjax")]
     if not args.skip_numpyro:
         runs.append(("numpyro", 0, "numpyro"))
-    runs.append(("native", 1, "native-reused"))  # same shapes: the compiled program is reused
+    runs.append(("blackjax", 1, "blackjax-reused"))  # same shapes: the compiled program is reused
     for backend, seed, name in runs:
         t0 = time.perf_counter()
         fitter.run_nuts(method="express", num_samples=2000, num_warmup=1000, backend=backend,
@@ -119,6 +117,7 @@ def main() -> None:
                  + (", compiled program reused (seed 1; total without set-up)" if reused else ""))
         rows.append(row(label, d["compile_s"], d["run_s"], total, 2000,
                         f"{d['num_grad_evals']} grad", stats, d["min_ess"]))
+        print(rows[-1], flush=True)
         print(f"  {name}: step size {np.round(d['step_size'], 3)}, divergences "
               f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}, "
               f"wall {wall:.1f} s")
@@ -139,6 +138,14 @@ def main() -> None:
                         f"{fitter.logz_err:.2f}", 0.0, dt, t_setup + dt, len(fitter.posterior),
                         f"{ncall} like", stats))
 
+    if args.run_imcascade:
+        t11, stats11, n11 = run_imcascade11(g)
+        f, r = stats11["flux"], stats11["r50"]
+        rows.append(f"| imcascade 1.1 dynesty express (measured in this run) | - | {t11:.0f} | "
+                    f"{t11:.0f} | {n11} | - | - | - | {f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | "
+                    f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} | {_load()} |")
+        print(rows[-1], flush=True)
+
     if not args.skip_full:
         t0 = time.perf_counter()
         fitter.run_nuts(method="full", num_samples=args.full_samples,
@@ -147,41 +154,34 @@ def main() -> None:
         d = fitter.nuts_diagnostics
         stats = summarise(fitter)
         results["full"] = (wall, stats)
-        rows.append(row(f"NUTS full (native), {args.full_samples} + {args.full_warmup} warmup",
+        rows.append(row(f"NUTS full (blackjax), {args.full_samples} + {args.full_warmup} warmup",
                         d["compile_s"], d["run_s"], wall, args.full_samples,
                         f"{d['num_grad_evals']} grad", stats, d["min_ess"]))
+        print(rows[-1], flush=True)
         print(f"  full: step size {np.round(d['step_size'], 3)}, divergences "
               f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}")
-
-    if args.run_imcascade:
-        t11, stats11, n11 = run_imcascade11(g)
-        label = "imcascade 1.1 dynesty express (measured in this run)"
-    else:
-        t11, stats11, n11 = BASELINE_11_S, BASELINE_11, 19791
-        label = "imcascade 1.1 dynesty express (BASELINES.md, NOT re-measured)"
-    f, r = stats11["flux"], stats11["r50"]
-    rows.append(f"| {label} | - | {t11:.0f} | {t11:.0f} | {n11} | - | - | - | "
-                f"{f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | {r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} |")
 
     print()
     print("load (uptime) at end:", _load())
     print("| run | compile s | run s | total s | samples | evaluations | ESS flux / r50 / min "
-          "| ESS/s | flux (16-84) | r50 (16-84) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| ESS/s | flux (16-84) | r50 (16-84) | load (1/5/15 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print()
-    for name in ("native", "blackjax", "native-reused"):
+    if not args.run_imcascade:
+        return
+    for name in ("blackjax", "blackjax-reused"):
         total = results[name][0]
         print(f"speed-up of express NUTS ({name}, total incl. set-up and compilation) over "
               f"1.1: {t11 / total:.1f}x ({t11:.0f} s / {total:.1f} s; target >= 50x)")
-    total, stats = results["native"]
+    total, stats = results["blackjax"]
     for name in ("flux", "r50"):
         med, lo, hi = stats[name]
         m11, lo11, hi11 = stats11[name]
         sig11 = lo11 if med < m11 else hi11
         width = (lo + hi) / (lo11 + hi11)
         print(f"{name}: ours {med:.3f} vs 1.1 {m11:.3f}: {abs(med - m11) / sig11:.2f} sigma of "
-              f"1.1's; width ratio {width:.2f} (target: < 1 sigma, ratio within 1/1.6 .. 1.6)")
+              f"1.1's; width ratio {width:.2f} (target: < 0.5 sigma, ratio within 0.85 .. 1.15)")
     if "full" in results:
         _, sf = results["full"]
         for name in ("flux", "r50"):

@@ -1,7 +1,12 @@
 """Posterior methods of :class:`~imcascade_jax.fitter.Fitter` (express mode, dynesty, NUTS).
 
-Kept apart from ``fitter.py`` so that the shim stays small; the maths lives in
-:mod:`imcascade_jax.sample`.
+Kept apart from ``fitter.py`` so that the shim stays small; the maths lives in the core
+(:mod:`imcascade_jax.express`, :mod:`~imcascade_jax.priors`, :mod:`~imcascade_jax.logdensity`,
+:mod:`~imcascade_jax.nuts`, :mod:`~imcascade_jax.diagnostics`, :mod:`~imcascade_jax.nested`).
+
+The express problem and the least-squares priors belong to the least-squares fit they were
+made from (``min_res``): after a new ``run_ls_min`` (new data, new start) they are set up again
+on first use.
 
 Differences from imcascade 1.1 (see ``docs/posteriors.md``):
 
@@ -23,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imcascade_jax import sample as _sample
+from imcascade_jax import diagnostics, express, logdensity, nested, nuts, priors
 
 METHODS = ("full", "express")
 DYNESTY_PRIORS = ("min_results", "uniform", "cauchy")
@@ -73,38 +78,33 @@ class PosteriorMethods:
         self.logger.info("\t Axis Ratio: %.5f", structural[2])
         self.logger.info("\t PA: %.5f", structural[3])
 
-        has_ls = getattr(self, "min_res", None) is not None
-        ref = np.asarray(self.min_res.x[4:], float) if has_ls else None
-        self._express = _sample.express_setup(self.model, self.img, self.weight, structural, ref)
-        n = self.Ndof_gauss
-        stack = np.moveaxis(np.asarray(self._express.basis[:n]), 0, -1)
-        self.express_gauss_arr = stack
-        if has_ls:
-            self._exp_pri_locs, self._exp_pri_scales = self._ls_prior()
-        locs = np.asarray(guess_weights(self.sig, self.init_dict["re"], self.init_dict["flux"]),
-                          float)
-        self._lin_cauchy_locs = np.concatenate([locs, np.zeros(self.Ndof_sky)])
-        self._lin_cauchy_scales = np.concatenate([locs / 3.0, np.full(self.Ndof_sky, 1e-3)])
-        return stack
+        fit = getattr(self, "min_res", None)
+        ref = None if fit is None else np.asarray(fit.x[4:], float)
+        self._express = express.express_setup(self.model, self.img, self.weight, structural, ref)
+        self._express_fit = fit
+        self.express_gauss_arr = np.moveaxis(np.asarray(self._express.basis[:self.Ndof_gauss]),
+                                             0, -1)
+        if fit is not None:
+            self._set_ls_prior()
+        self._cauchy_flux_guess = np.asarray(
+            guess_weights(self.sig, self.init_dict["re"], self.init_dict["flux"]), float)
+        return self.express_gauss_arr
 
-    def _ls_prior(self) -> tuple[np.ndarray, np.ndarray]:
-        """1.1's 'min_results' prior: least-squares values, 2 sigma from ``J^T J``, capped at 1."""
-        jtj = np.asarray(self.min_res.jtj if self.min_res.jtj is not None else
-                         self.min_res.jac.T @ self.min_res.jac, float)
-        # Invert with unit-diagonal scaling, leaving out parameters the image does not depend
-        # on (phi of a round galaxy: a zero column, where 1.1's inverse fails); a plain
-        # pseudo-inverse would also cut faint components (diagonal ~1e-4 next to ~1e12).
-        d = np.sqrt(np.clip(np.diag(jtj), 0.0, None))
-        keep = d > 0
-        var = np.full(jtj.shape[0], np.inf)
-        scaled = jtj[np.ix_(keep, keep)] / np.outer(d[keep], d[keep])
-        var[keep] = np.diag(np.linalg.pinv(scaled, hermitian=True)) / d[keep] ** 2
-        sig = 2.0 * np.sqrt(np.abs(var))[4:]
-        sig = np.where(np.isfinite(sig) & (sig > 0), np.minimum(sig, 1.0), 1.0)
-        return np.asarray(self.min_res.x[4:], float).copy(), sig
+    def _jtj(self) -> np.ndarray:
+        fit = self.min_res
+        return np.asarray(fit.jtj if fit.jtj is not None else fit.jac.T @ fit.jac, float)
+
+    def _set_ls_prior(self) -> None:
+        """1.1's 'min_results' prior of the current least-squares fit."""
+        self._exp_pri_locs, self._exp_pri_scales = priors.least_squares_prior(self.min_res.x,
+                                                                              self._jtj())
+        self._prior_fit = self.min_res
 
     def _require_express(self) -> None:
-        if getattr(self, "_express", None) is None:
+        """Set up express mode if it is missing or was made from another least-squares fit."""
+        current = getattr(self, "_express", None) is not None and \
+            getattr(self, "_express_fit", None) is getattr(self, "min_res", None)
+        if not current:
             self.logger.info("Setting up pre-rendered images")
             self.set_up_express_run()
 
@@ -119,7 +119,7 @@ class PosteriorMethods:
             Shape ``(nx, ny)``.
         """
         self._require_express()
-        return _sample.express_model(self._express, exp_params)
+        return express.express_model(self._express, exp_params)
 
     def log_like_exp(self, exp_params: Any) -> jax.Array:
         """Express-mode log-likelihood (Gaussian: ``-chi2/2 + loglike_const``; Poisson: Cash).
@@ -129,7 +129,7 @@ class PosteriorMethods:
         it in ``run_dynesty(method='express')`` and ``run_nuts(method='express')``.
         """
         self._require_express()
-        return _sample.express_log_like(self._express, exp_params, self.likelihood)
+        return express.express_log_like(self._express, exp_params, self.likelihood)
 
     def _custom_log_like_exp(self):
         """The user's replacement of ``log_like_exp``, or ``None`` for the built-in one."""
@@ -140,76 +140,58 @@ class PosteriorMethods:
         return fn
 
     # -- prior transforms (1.1's, jax-traceable) ----------------------------------------------
-    def _full_prior(self, prior: str = "uniform") -> _sample.Prior:
-        n_rest = self.Ndof - 4
-        kinds = ["normal", "normal", "normal", "uniform"]
-        loc = [self.param_init[0], self.param_init[1], 1.0, 0.0]
-        scale = [1.0, 1.0, 0.25, 1.0]
-        lo = [-np.inf, -np.inf, 0.0, 0.0]
-        hi = [np.inf, np.inf, 1.0, np.pi]
+    def _full_prior(self, prior: str = "uniform") -> priors.Prior:
         if prior == "uniform":
-            kinds += ["uniform"] * n_rest
-            loc += [0.0] * n_rest
-            scale += [1.0] * n_rest
-            lo += list(self.lb[4:])
-            hi += list(self.ub[4:])
-        else:
-            locs, scales = self._ls_prior_or_raise()
-            kinds += ["normal"] * n_rest
-            loc += list(locs)
-            scale += list(scales)
-            lo += [-np.inf] * n_rest
-            hi += [np.inf] * n_rest
-        return _sample.make_prior(kinds, loc, scale, lo, hi)
+            return priors.full_mode_prior(self.param_init[:2], self.lb, self.ub)
+        locs, scales = self._ls_prior_or_raise()
+        return priors.full_mode_prior(self.param_init[:2], self.lb, self.ub, locs, scales)
 
     def _ls_prior_or_raise(self):
         if getattr(self, "min_res", None) is None:
             raise ValueError("prior='min_results' needs a least-squares fit: call run_ls_min() "
                              "first, or use prior='uniform'")
-        if getattr(self, "_exp_pri_locs", None) is None:
-            self._exp_pri_locs, self._exp_pri_scales = self._ls_prior()
+        if getattr(self, "_prior_fit", None) is not self.min_res:
+            self._set_ls_prior()
         return self._exp_pri_locs, self._exp_pri_scales
 
-    def _express_prior(self, prior: str) -> _sample.Prior:
+    def _express_prior(self, prior: str) -> priors.Prior:
         if prior == "min_results":
             locs, scales = self._ls_prior_or_raise()
-            return _sample.make_prior("normal", locs, scales)
+            return priors.make_prior("normal", locs, scales)
         if prior == "uniform":
-            return _sample.make_prior("uniform", lo=self.lb[4:], hi=self.ub[4:])
+            return priors.make_prior("uniform", lo=self.lb[4:], hi=self.ub[4:])
         if prior == "cauchy":
             self._require_express()
-            lo = np.full(self.Ndof - 4, -np.inf)
-            if self.log_weight_scale:
-                lo[:self.Ndof_gauss] = 0.0  # positive fluxes, so that log10 exists
-            return _sample.make_prior("cauchy", self._lin_cauchy_locs, self._lin_cauchy_scales,
-                                      lo=lo)
+            # With log10 weights, positive fluxes only (so that log10 exists).
+            return priors.linear_cauchy_prior(self._cauchy_flux_guess, self.Ndof_sky,
+                                              self.log_weight_scale)
         raise ValueError(f"'prior' must be one of {DYNESTY_PRIORS}, got {prior!r}")
 
     def ptform(self, u: Any) -> jax.Array:
         """Prior transform of dynesty's 'full' mode (1.1's): ``x0, y0 ~ N(init, 1)``,
         ``q ~ N(1, 0.25)`` truncated to [0, 1], ``phi ~ U(0, pi)``, fluxes and sky uniform
         within ``lb``, ``ub``. Jax-traceable."""
-        return _sample.prior_transform(self._full_prior("uniform"), u)
+        return priors.prior_transform(self._full_prior("uniform"), u)
 
     def ptform_exp_ls(self, u: Any) -> jax.Array:
         """Express prior transform: Gaussians from the least-squares fit (``_exp_pri_locs``,
         ``_exp_pri_scales``: 2 sigma, capped at 1). Jax-traceable."""
-        return _sample.prior_transform(self._express_prior("min_results"), u)
+        return priors.prior_transform(self._express_prior("min_results"), u)
 
     def ptform_exp_unif(self, u: Any) -> jax.Array:
         """Express prior transform: uniform within ``lb[4:]``, ``ub[4:]``. Jax-traceable."""
-        return _sample.prior_transform(self._express_prior("uniform"), u)
+        return priors.prior_transform(self._express_prior("uniform"), u)
 
     def ptform_exp_lin_cauchy(self, u: Any) -> jax.Array:
         """Express prior transform: Cauchy in linear fluxes (1.1's ``guess_weights`` locations,
         scales a third of them) and sky (0, 1e-3). Jax-traceable."""
         self._require_express()
-        prior = _sample.make_prior("cauchy", self._lin_cauchy_locs, self._lin_cauchy_scales)
-        return _sample.prior_transform(prior, u)
+        prior = priors.linear_cauchy_prior(self._cauchy_flux_guess, self.Ndof_sky)
+        return priors.prior_transform(prior, u)
 
     # -- building posteriors --------------------------------------------------------------------
     def posterior_log_density(self, method: str = "express", prior: str = "min_results"
-                              ) -> tuple[_sample.LogDensity, np.ndarray]:
+                              ) -> tuple[logdensity.LogDensity, np.ndarray]:
         """The posterior the samplers use, for your own sampler code.
 
         Parameters
@@ -219,7 +201,7 @@ class PosteriorMethods:
 
         Returns
         -------
-        log_density : imcascade_jax.sample.LogDensity
+        log_density : imcascade_jax.logdensity.LogDensity
             ``logdensity(z)`` in unconstrained coordinates, ``constrain``, ``unconstrain``...
         x0 : numpy.ndarray
             The least-squares optimum in the sampled coordinates (a warm start).
@@ -241,23 +223,21 @@ class PosteriorMethods:
             x0 = np.asarray(self.min_res.x if has_ls else self.param_init, float)
             scale = None
             if has_ls and self.log_weight_scale and prior == "min_results":
-                jtj = self.min_res.jtj if self.min_res.jtj is not None else \
-                    self.min_res.jac.T @ self.min_res.jac
-                scale = _sample.flux_scales_from_information(jtj, x0, self.Ndof_gauss)
-            ld = _sample.full_log_density(self.model, self.img, self.weight, pri, self.likelihood,
-                                          flux_scale=scale)
-            return ld, x0, _sample._Identity()
+                scale = priors.flux_scales_from_information(self._jtj(), x0, self.Ndof_gauss)
+            ld = logdensity.full_log_density(self.model, self.img, self.weight, pri,
+                                             self.likelihood, flux_scale=scale)
+            return ld, x0, logdensity.Identity()
         self._require_express()
         pri = self._express_prior(prior)
         linear = prior == "cauchy" and self.log_weight_scale
-        ld = _sample.express_log_density(self._express, pri, self.likelihood,
-                                         log_like=self._custom_log_like_exp(),
-                                         linear_fluxes=linear)
+        ld = logdensity.express_log_density(self._express, pri, self.likelihood,
+                                            log_like=self._custom_log_like_exp(),
+                                            linear_fluxes=linear)
         x0 = np.asarray(self.min_res.x[4:] if has_ls else self.param_init[4:], float)
         if linear:
-            x0 = np.asarray(_sample.express_coefficients(self._express, x0))
-            return ld, x0, _sample._linear_to_log(self.Ndof_gauss)
-        return ld, x0, _sample._Identity()
+            x0 = np.asarray(express.express_coefficients(self._express, x0))
+            return ld, x0, logdensity.LinearToLog(self.Ndof_gauss)
+        return ld, x0, logdensity.Identity()
 
     def _store_posterior(self, samples: np.ndarray, method: str) -> np.ndarray:
         samples = np.asarray(samples, float)
@@ -300,13 +280,13 @@ class PosteriorMethods:
         ValueError
             Unknown ``method`` or ``prior``.
         """
-        _sample.require_dynesty()
+        nested.require_dynesty()
         ld, _, to_params = self._posterior(method, prior)
         self.logger.info("Running dynesty using the %s method", method)
         pri = ld.prior
-        res = _sample.run_dynesty(jax.jit(ld.log_like),
-                                  jax.jit(lambda u: _sample.prior_transform(pri, u)), ld.ndim,
-                                  sampler_kwargs, run_nested_kwargs, seed=seed)
+        res = nested.run_dynesty(jax.jit(ld.log_like),
+                                 jax.jit(lambda u: priors.prior_transform(pri, u)), ld.ndim,
+                                 sampler_kwargs, run_nested_kwargs, seed=seed)
         self.logger.info("Finished running dynesty, calculating posterior")
         self.dynesty_sampler = res.sampler
         self.logz, self.logz_err = res.logz, res.logz_err
@@ -316,7 +296,7 @@ class PosteriorMethods:
 
     def run_nuts(self, method: str = "express", num_samples: int = 2000, num_warmup: int = 1000,
                  num_chains: int = 1, prior: str = "min_results", seed: int = 0,
-                 backend: str = "native", progress_bar: bool = True,
+                 backend: str = "blackjax", progress_bar: bool = True,
                  target_accept: float | None = None, max_tree_depth: int = 10) -> np.ndarray:
         """Sample the posterior with NUTS (the No-U-Turn Sampler), warm-started at the
         least-squares optimum.
@@ -327,7 +307,7 @@ class PosteriorMethods:
         ``s``, linear above it), and in full mode ``(q, phi)`` through coordinates that are
         smooth through round (:func:`imcascade_jax.sample.shape_from_unconstrained`); every
         map's log-Jacobian is included. The start is the least-squares optimum, whitened with
-        the Gauss-Newton (Laplace) covariance there. With the 'native' and 'blackjax' backends
+        the Gauss-Newton (Laplace) covariance there. With the 'blackjax' backend
         the whole run (start, Stan's warmup windows of step size and dense mass matrix,
         sampling, the map back to the parameters) is one compiled program that takes the data
         as arguments: it is cached, so another galaxy of the same shapes does not compile
@@ -339,11 +319,11 @@ class PosteriorMethods:
         num_samples, num_warmup, num_chains : int
         prior : {'min_results', 'uniform', 'cauchy'}
         seed : int
-        backend : {'native', 'blackjax', 'numpyro'}
-            NUTS kernel: this package's ('native', fastest to compile), blackjax's, or
-            numpyro's (with numpyro's own warmup; compiled on every call).
+        backend : {'blackjax', 'numpyro'}
+            NUTS kernel: blackjax's (default; one cached compiled program) or numpyro's (with
+            numpyro's own warmup; compiled on every call).
         progress_bar : bool
-            numpyro's progress bar (the other backends run in one compiled call).
+            A tqdm bar, labelled 'warmup' then 'sampling'.
         target_accept : float, optional
             Target acceptance statistic of the step-size adaptation. Default: 0.95 in express
             mode, 0.9 in full mode. Express gradients cost microseconds, and the smaller steps
@@ -360,8 +340,8 @@ class PosteriorMethods:
             with several chains, divergences, step size, gradient evaluations, timings); poor
             diagnostics are logged as warnings.
         """
-        if backend not in _sample.BACKENDS:
-            raise ValueError(f"'backend' must be one of {_sample.BACKENDS}, got {backend!r}")
+        if backend not in nuts.BACKENDS:
+            raise ValueError(f"'backend' must be one of {nuts.BACKENDS}, got {backend!r}")
         if getattr(self, "min_res", None) is None:
             self.run_ls_min()
         ld, x0, to_params = self._posterior(method, prior)
@@ -371,18 +351,18 @@ class PosteriorMethods:
         # One compiled program (cached: a second fit of the same shapes reuses it) maps the
         # start into the sampler's coordinates, runs warmup and sampling, and maps the samples
         # back to the fitter's parameters.
-        res = _sample.run_nuts(ld, x0, seed=seed, num_warmup=num_warmup,
-                               num_samples=num_samples, num_chains=num_chains, backend=backend,
-                               target_accept=target_accept, max_tree_depth=max_tree_depth,
-                               progress_bar=progress_bar, init_transform=ld.unconstrain,
-                               transform=_sample._Compose(to_params, ld.constrain))
+        res = nuts.run_nuts(ld, x0, seed=seed, num_warmup=num_warmup, num_samples=num_samples,
+                            num_chains=num_chains, backend=backend, target_accept=target_accept,
+                            max_tree_depth=max_tree_depth, progress_bar=progress_bar,
+                            init_transform=ld.unconstrain,
+                            transform=logdensity.Compose(to_params, ld.constrain))
         by_chain = np.asarray(res.samples, float)
         flat = by_chain.reshape(num_chains * num_samples, -1)
-        diag = _sample.nuts_diagnostics(res, by_chain)
+        diag = diagnostics.nuts_diagnostics(res, by_chain)
         diag["backend"] = backend
         self.nuts_diagnostics = diag
         self.nuts_result = res
-        for problem in _sample.diagnostics_warnings(diag):
+        for problem in diagnostics.diagnostics_warnings(diag):
             self.logger.warning("NUTS: %s", problem)
         self.logger.info("Finished NUTS: min ESS %.0f, %d gradient evaluations, %.1f s",
                     diag["min_ess"], diag["num_grad_evals"], diag["wall_s"])
