@@ -29,13 +29,13 @@ import jax.numpy as jnp
 
 from imcascade_jax.model import Model
 from imcascade_jax.render import (
-    _CUTOFF_Q,
-    _PIXEL_VAR,
-    _needs_exact,
-    _offsets,
-    _psf_weighted,
+    CUTOFF_Q,
+    PIXEL_VAR,
     box_correction,
     covariances,
+    needs_exact,
+    pixel_offsets,
+    psf_weighted,
     render_basis,
     weighted_sum,
 )
@@ -45,7 +45,7 @@ def supports_closed_form(model: Model) -> bool:
     """Whether :func:`basis_and_tangents` applies (else use autodiff)."""
     if model.render_mode == "gauss":
         return True
-    return (model.render_mode == "hybrid" and not _needs_exact(model)
+    return (model.render_mode == "hybrid" and not needs_exact(model)
             and all(w < 0 for w in model.windows))
 
 
@@ -67,7 +67,7 @@ def values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
     the two shape parameters (any covariance directions), same form; ``hybrid``: the hybrid
     renderer's values (5-sigma cutoff, pixel correction), else Gaussians at pixel centres.
     """
-    pix = _PIXEL_VAR if hybrid else 0.0
+    pix = PIXEL_VAR if hybrid else 0.0
     cxx, cxy, cyy = (c[:, None, None] for c in cov)
     cxx, cyy = cxx + pix, cyy + pix
     det = cxx * cyy - cxy * cxy
@@ -79,7 +79,7 @@ def values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
     e = jnp.exp(-0.5 * quad) / (2.0 * jnp.pi * jnp.sqrt(det))
     # d/dx0 moves the offsets by -1: dw = -P[:, 0], dE = E wx.
     if hybrid:
-        e = jnp.where(quad > _CUTOFF_Q, 0.0, e)
+        e = jnp.where(quad > CUTOFF_Q, 0.0, e)
         corr, c_wx, c_wy, c_pxx, c_pyy = box_correction(wx, wy, pxx, pyy, partials=True)
         value = e * corr
         d_x0 = e * (wx * corr - (pxx * c_wx + pxy * c_wy))
@@ -131,10 +131,10 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux):
     dq, dphi = _galaxy_cov_derivatives(model, q, phi)
     rep = lambda t: jnp.repeat(t, p)  # noqa: E731  (per galaxy component -> per (k, j))
     outputs = values_and_tangents(
-        _offsets(x0, 0, nx, dtype), _offsets(y0, 0, ny, dtype),
+        pixel_offsets(x0, 0, nx, dtype), pixel_offsets(y0, 0, ny, dtype),
         (cxx.ravel(), cxy.ravel(), cyy.ravel()), tuple(rep(t) for t in dq),
         tuple(rep(t) for t in dphi), hybrid=model.render_mode == "hybrid")
-    basis = _psf_weighted(outputs[0].reshape(n, p, nx, ny), model.psf_a)
+    basis = psf_weighted(outputs[0].reshape(n, p, nx, ny), model.psf_a)
     # Each derivative image in one weighted sum over all (k, j) components, weights
     # flux_k psf_a_j, rather than over the PSF axis and then the fluxes: no (N, nx, ny)
     # intermediates (the quickstart's Jacobian 4.8 ms instead of 5.2 ms on the CPU).

@@ -193,8 +193,7 @@ class Fitter(PosteriorMethods, MultiGaussModel):
             self.logger.info("No PSF input, running in non-psf mode")
         self.log_weight = np.zeros(self.weight.shape)
         self.log_weight[self.weight > 0] = np.log(self.weight[self.weight > 0])
-        # TODO(lead): use likelihood's constant
-        self.loglike_const = 0.5 * (np.sum(self.log_weight) - log2pi * np.sum(self.mask == 0))
+        self.loglike_const = float(_like.log_weight_constant(self.weight))
 
         start = starting_point(self.img, self.mask, self.sig, self.Ndof_sky, log_weight_scale,
                                init_dict, bounds_dict,

@@ -41,11 +41,13 @@ from imcascade_jax.params import Params, check_length, unpack
 EXACT_NODES = 6
 _GL_T, _GL_W = np.polynomial.legendre.leggauss(EXACT_NODES)
 _GL_T, _GL_W = 0.5 * _GL_T, 0.5 * _GL_W  # mapped onto a pixel [-1/2, 1/2], weights sum to 1
-_PIXEL_VAR = 1.0 / 12.0  # variance of the uniform pixel response
+#: Variance of the uniform pixel response.
+PIXEL_VAR = 1.0 / 12.0
 # log sinc(k/2) = -k^2/24 - k^4/2880 - k^6/181440 - ...: the pixel's cumulants beyond the variance.
 _BOX_K4 = 1.0 / 2880.0
 _BOX_K6 = 1.0 / 181440.0
-_CUTOFF_Q = HYBRID_NSIGMA**2
+#: Hybrid mode: squared elliptical radius (in sigma) beyond which a component is zero.
+CUTOFF_Q = HYBRID_NSIGMA**2
 
 
 def covariances(model: Model, q: jax.Array, phi: jax.Array):
@@ -139,14 +141,14 @@ def box_correction(wx, wy, pxx, pyy, partials: bool = False):
 def _box_corrected_values(dx, dy, cxx, cxy, cyy, cutoff: bool):
     """Pixel integrals to sixth order in the pixel's cumulants (:func:`box_correction`): (C, nx, ny)."""
     pxx, pxy, pyy, det = (t[:, None, None] for t in
-                          _inverse(cxx + _PIXEL_VAR, cxy, cyy + _PIXEL_VAR))
+                          _inverse(cxx + PIXEL_VAR, cxy, cyy + PIXEL_VAR))
     x, y = dx[None, :, None], dy[None, None, :]
     wx = pxx * x + pxy * y
     wy = pxy * x + pyy * y
     quad = wx * x + wy * y
     vals = jnp.exp(-0.5 * quad) * box_correction(wx, wy, pxx, pyy) / (2.0 * jnp.pi * jnp.sqrt(det))
     if cutoff:
-        vals = jnp.where(quad > _CUTOFF_Q, 0.0, vals)
+        vals = jnp.where(quad > CUTOFF_Q, 0.0, vals)
     return vals
 
 
@@ -220,7 +222,7 @@ def _minor_variance(cxx, cxy, cyy):
     return half_tr - jnp.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy * cxy)
 
 
-def _offsets(centre, start, size: int, dtype):
+def pixel_offsets(centre, start, size: int, dtype):
     """Pixel-centre coordinates relative to ``centre`` for ``size`` pixels from ``start``."""
     return (jnp.asarray(start, dtype) + jnp.arange(size, dtype=dtype)) - centre
 
@@ -243,7 +245,7 @@ def _component_values(model: Model, mode: str, dx, dy, cov, exact: bool, differe
     return vals
 
 
-def _psf_weighted(vals, psf_a):
+def psf_weighted(vals, psf_a):
     """Sum over the PSF axis (axis 1) of (n, P, ...) values weighted by ``psf_a``.
 
     Unrolled on purpose: XLA fuses the weighted sum with the exponentials, which is ~3x faster
@@ -268,17 +270,18 @@ def _window_basis(model: Model, half: int, x0, y0, cov, difference):
     # decides which pixels are computed, never what they hold.
     xs = jnp.clip(jnp.round(jax.lax.stop_gradient(x0)), 0, nx - 1).astype(jnp.int32)
     ys = jnp.clip(jnp.round(jax.lax.stop_gradient(y0)), 0, ny - 1).astype(jnp.int32)
-    dx = _offsets(x0, xs - half, size, dtype)
-    dy = _offsets(y0, ys - half, size, dtype)
+    dx = pixel_offsets(x0, xs - half, size, dtype)
+    dy = pixel_offsets(y0, ys - half, size, dtype)
     vals = _component_values(model, "hybrid", dx, dy, tuple(c.ravel() for c in cov),
-                             _needs_exact(model), difference.ravel())
-    win = _psf_weighted(vals.reshape(n, p, size, size), model.psf_a)
+                             needs_exact(model), difference.ravel())
+    win = psf_weighted(vals.reshape(n, p, size, size), model.psf_a)
     canvas = jnp.zeros((n, nx + 2 * half, ny + 2 * half), dtype)
     canvas = jax.lax.dynamic_update_slice(canvas, win, (jnp.int32(0), xs, ys))
     return canvas[:, half:half + nx, half:half + ny]
 
 
-def _needs_exact(model: Model) -> bool:
+def needs_exact(model: Model) -> bool:
+    """Whether the model's static plan includes the exact pixel integral (hybrid mode)."""
     return bool(model.exact and any(model.exact))
 
 
@@ -296,10 +299,10 @@ def render_components(model: Model, x0, y0, q, phi) -> jax.Array:
     x0, y0, q, phi = (jnp.asarray(v, dtype) for v in (x0, y0, q, phi))
     cxx, cxy, cyy = covariances(model, q, phi)
     n, p = cxx.shape
-    dx = _offsets(x0, 0, nx, dtype)
-    dy = _offsets(y0, 0, ny, dtype)
+    dx = pixel_offsets(x0, 0, nx, dtype)
+    dy = pixel_offsets(y0, 0, ny, dtype)
     vals = _component_values(model, model.render_mode, dx, dy,
-                             (cxx.ravel(), cxy.ravel(), cyy.ravel()), _needs_exact(model),
+                             (cxx.ravel(), cxy.ravel(), cyy.ravel()), needs_exact(model),
                              variance_difference(model, q, phi).ravel())
     return vals.reshape(n, p, nx, ny)
 
@@ -324,12 +327,12 @@ def render_basis(model: Model, x0, y0, q, phi) -> jax.Array:
     dtype = model.dtype
     x0, y0, q, phi = (jnp.asarray(v, dtype) for v in (x0, y0, q, phi))
     if model.render_mode != "hybrid":
-        return _psf_weighted(render_components(model, x0, y0, q, phi), model.psf_a)
+        return psf_weighted(render_components(model, x0, y0, q, phi), model.psf_a)
     nx, ny = model.shape
     cxx, cxy, cyy = covariances(model, q, phi)
     diff = variance_difference(model, q, phi)
-    dx = _offsets(x0, 0, nx, dtype)
-    dy = _offsets(y0, 0, ny, dtype)
+    dx = pixel_offsets(x0, 0, nx, dtype)
+    dy = pixel_offsets(y0, 0, ny, dtype)
     windows = np.asarray(model.windows)
     order = np.argsort(windows, kind="stable")  # full-frame (-1) components first
     full = [int(k) for k in order if windows[k] < 0]
@@ -340,8 +343,8 @@ def render_basis(model: Model, x0, y0, q, phi) -> jax.Array:
         n, p = len(full), model.n_psf
         vals = _component_values(model, "hybrid", dx, dy,
                                  (cxx[idx].ravel(), cxy[idx].ravel(), cyy[idx].ravel()),
-                                 _needs_exact(model), diff[idx].ravel())
-        parts.append(_psf_weighted(vals.reshape(n, p, nx, ny), model.psf_a))
+                                 needs_exact(model), diff[idx].ravel())
+        parts.append(psf_weighted(vals.reshape(n, p, nx, ny), model.psf_a))
     if windowed:
         idx = np.asarray(windowed)
         parts.append(_window_basis(model, int(windows[idx[0]]), x0, y0,
@@ -446,6 +449,6 @@ def render_gaussians(model: Model, x0, y0, cxx, cxy, cyy, mode: str | None = Non
     dtype = model.dtype
     x0, y0 = jnp.asarray(x0, dtype), jnp.asarray(y0, dtype)
     cov = tuple(jnp.atleast_1d(jnp.asarray(c, dtype)) for c in (cxx, cxy, cyy))
-    dx = _offsets(x0, 0, nx, dtype)
-    dy = _offsets(y0, 0, ny, dtype)
+    dx = pixel_offsets(x0, 0, nx, dtype)
+    dy = pixel_offsets(y0, 0, ny, dtype)
     return _component_values(model, mode or model.render_mode, dx, dy, cov, exact=True)

@@ -24,7 +24,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS = {
     "core": {
         "_config", "status", "model", "params", "render", "derivatives", "likelihood", "fit",
-        "buckets", "express", "priors", "logdensity", "nuts", "diagnostics", "nested", "sample",
+        "buckets", "fit_inputs", "normal_equations", "progress", "express", "priors", "logdensity", "nuts", "diagnostics", "nested", "sample",
         "analysis", "radii", "footprint", "multiband", "multiband.model", "multiband.fit",
         "multiband.express", "multiband.analysis", "multiband.synthetic", "psf_decompose", "setup_maths", "synthetic",
     },
