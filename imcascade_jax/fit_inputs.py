@@ -84,7 +84,10 @@ def decisive_bounds(model: Model, ub, periodic_phi: bool):
     The centre at either bound; the axis ratio at its lower bound (and at an upper bound
     below 1); a non-periodic position angle at either bound (a periodic one never is); a
     component flux at its upper bound (at its lower bound the component is switched off,
-    a legitimate answer); any sky parameter at either bound.
+    a legitimate answer). A sky parameter at a bound is reported (``at_lower``/``at_upper``)
+    but does not decide: imcascade's default sky bounds are a band about a guess from the
+    image's edges, and a slope resting on it changes the galaxy's numbers by far less than
+    their errors.
 
     Parameters
     ----------
@@ -98,7 +101,7 @@ def decisive_bounds(model: Model, ub, periodic_phi: bool):
     lower, upper : jax.Array of bool, shape (Ndof,)
     """
     n, n_sky = model.n_gauss, model.n_sky
-    lower = np.r_[True, True, True, not periodic_phi, np.zeros(n, bool), np.ones(n_sky, bool)]
-    upper = np.r_[True, True, False, not periodic_phi, np.ones(n, bool), np.ones(n_sky, bool)]
+    lower = np.r_[True, True, True, not periodic_phi, np.zeros(n, bool), np.zeros(n_sky, bool)]
+    upper = np.r_[True, True, False, not periodic_phi, np.ones(n, bool), np.zeros(n_sky, bool)]
     upper = jnp.asarray(upper).at[2].set(jnp.asarray(ub)[2] < 1.0)
     return jnp.asarray(lower), upper

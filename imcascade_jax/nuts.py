@@ -166,7 +166,9 @@ def _schedule(num_warmup: int, total: int) -> tuple[np.ndarray, np.ndarray]:
     stage = np.zeros(total, np.int32)
     window_end = np.zeros(total, bool)
     if num_warmup:
-        with jax.ensure_compile_time_eval():  # a constant, also while tracing
+        # A constant, also while tracing; blackjax builds it from (int, bool) pairs, which needs
+        # JAX's standard promotion (a caller may run with 'strict').
+        with jax.ensure_compile_time_eval(), jax.numpy_dtype_promotion("standard"):
             sched = np.asarray(build_schedule(num_warmup)).reshape(num_warmup, 2)
         stage[:num_warmup] = sched[:, 0]
         window_end[:num_warmup] = sched[:, 1].astype(bool)
@@ -345,13 +347,16 @@ def _run_numpyro(fn, transform, inverse_mass, init_transform, x0, key, step_size
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method="vectorized", progress_bar=progress_bar)
     t0 = time.perf_counter()
-    mcmc.warmup(jax.random.fold_in(key, 1), init_params=starts if num_chains > 1 else starts[0],
-                extra_fields=("num_steps",), collect_warmup=True)
-    warm = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["num_steps"])
-    t1 = time.perf_counter()
-    mcmc.run(mcmc.post_warmup_state.rng_key,
-             extra_fields=("num_steps", "diverging", "accept_prob", "adapt_state.step_size"))
-    jax.block_until_ready(mcmc.get_samples())
+    # numpyro's kernels mix integer and float scalars: JAX's standard promotion, whatever the
+    # caller's setting.
+    with jax.numpy_dtype_promotion("standard"):
+        mcmc.warmup(jax.random.fold_in(key, 1), init_params=starts if num_chains > 1 else starts[0],
+                    extra_fields=("num_steps",), collect_warmup=True)
+        warm = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["num_steps"])
+        t1 = time.perf_counter()
+        mcmc.run(mcmc.post_warmup_state.rng_key,
+                 extra_fields=("num_steps", "diverging", "accept_prob", "adapt_state.step_size"))
+        jax.block_until_ready(mcmc.get_samples())
     t2 = time.perf_counter()
     extra = mcmc.get_extra_fields(group_by_chain=True)
     ndim, dtype = x0.shape[0], x0.dtype

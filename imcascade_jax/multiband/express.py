@@ -229,7 +229,9 @@ def _express_chain(problem, centre, width, key, target_accept, num_warmup: int, 
         initial_inverse_mass_matrix=_laplace_inverse_mass(logdensity, z0),
         target_acceptance_rate=target_accept)
     key_warm, key_run = jax.random.split(key)
-    (state, params), _ = warm.run(key_warm, z0, num_steps=num_warmup)
+    # blackjax's warmup schedule mixes booleans and integers: JAX's standard promotion there.
+    with jax.numpy_dtype_promotion("standard"):
+        (state, params), _ = warm.run(key_warm, z0, num_steps=num_warmup)
     step = blackjax.nuts(logdensity, **params).step
 
     def one(state, k):
