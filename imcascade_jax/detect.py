@@ -112,20 +112,20 @@ def _nearest_segment(seg: np.ndarray, row: float, col: float) -> tuple[int, floa
     return int(seg[rows[k], cols[k]]), float(math.sqrt(d2[k]))
 
 
-def _target_pieces(objects, seg: np.ndarray, parent_seg: np.ndarray, parents, child: int,
+def _target_pieces(objects, seg: np.ndarray, parent_seg: np.ndarray, child: int,
                    parent: int) -> list[int]:
     """Deblended ids that make up the target: the central piece and the fainter pieces of its
-    undeblended footprint within TARGET_EXTENT second-moment radii of the footprint's centre."""
+    undeblended footprint centred within TARGET_EXTENT of the central piece's own second-moment
+    ellipse (knots of a clumpy galaxy; a neighbour blended into the same footprint but beyond
+    the target's own extent stays a separate source, as in crowded fields)."""
     ids = np.unique(seg[parent_seg == parent])
-    p = parents[parent - 1]
+    c = objects[child - 1]
     pieces = [child]
     for i in ids[ids > 0]:
-        if i == child:
-            continue
         o = objects[i - 1]
-        dx, dy = o["x"] - p["x"], o["y"] - p["y"]
-        r2 = p["cxx"] * dx * dx + p["cyy"] * dy * dy + p["cxy"] * dx * dy
-        if r2 <= TARGET_EXTENT**2 and o["flux"] <= objects[child - 1]["flux"]:
+        dx, dy = o["x"] - c["x"], o["y"] - c["y"]
+        r2 = c["cxx"] * dx * dx + c["cyy"] * dy * dy + c["cxy"] * dx * dy
+        if i != child and r2 <= TARGET_EXTENT**2 and o["flux"] <= c["flux"]:
             pieces.append(int(i))
     return pieces
 
@@ -204,7 +204,7 @@ def detect_target(img: np.ndarray, bad: np.ndarray, row: float, col: float, posi
         under = parent_seg[t_seg == child]
         parent = int(np.bincount(under).argmax()) if under.size else 0
         pieces = [child] if parent == 0 else \
-            _target_pieces(t_objects, t_seg, parent_seg, parents, child, parent)
+            _target_pieces(t_objects, t_seg, parent_seg, child, parent)
         target = np.isin(t_seg, pieces)
         merged = len(pieces) > 1
         size = float(parents[parent - 1]["a"] if merged else t_objects[child - 1]["a"])
