@@ -24,9 +24,10 @@ MAX_FUNCTION_LINES = 80
 LAYERS = {
     "core": {
         "_config", "status", "model", "params", "render", "derivatives", "likelihood", "fit",
-        "buckets", "fit_inputs", "normal_equations", "progress", "express", "priors", "logdensity", "nuts", "diagnostics", "nested", "sample",
-        "analysis", "radii", "footprint", "multiband", "multiband.model", "multiband.fit",
-        "multiband.express", "multiband.analysis", "multiband.synthetic", "psf_decompose", "setup_maths", "synthetic",
+        "buckets", "fit_inputs", "normal_equations", "progress", "express", "priors",
+        "logdensity", "nuts", "diagnostics", "nested", "sample", "analysis", "radii",
+        "footprint", "multiband", "multiband.model", "multiband.fit", "multiband.express",
+        "multiband.analysis", "multiband.synthetic", "psf_decompose", "setup_maths", "synthetic",
     },
     "application": {
         "__init__", "inputs", "errors", "detect", "prepare", "defaults", "logs", "batch",

@@ -197,10 +197,17 @@ def test_common_plan_covers_every_galaxy():
 
 
 def test_choose_batch_size():
+    import jax
+
+    from imcascade_jax import catalog_batches
+
     small = choose_batch_size((32, 32), 5, 2, 12, n_galaxies=1000)
     big = choose_batch_size((512, 512), 9, 4, 16, n_galaxies=1000, max_batch=10**6)
-    assert 1 <= small <= 1000
-    assert 1 <= big
+    # Small cutouts: the CPU cap; large ones: what the memory budget holds of the per-galaxy
+    # estimate 2 * 8 bytes * npix * (8 N P + 4 Ndof + 16).
+    assert small == 16
+    budget = catalog_batches._memory_budget(jax.devices()[0])
+    assert big == max(1, budget // (2 * 8 * 512 * 512 * (8 * 9 * 4 + 4 * 16 + 16)))
     assert choose_batch_size((32, 32), 5, 2, 12, n_galaxies=3) <= 3
 
 
