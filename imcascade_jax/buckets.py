@@ -161,20 +161,20 @@ def _key(args, options, periodic_phi):
     return treedef, avals, options, bool(periodic_phi)
 
 
-def _announce(model: Model, original: Sequence[int]) -> None:
+def _announce(model: Model, original: Sequence[int], log: logging.Logger) -> None:
     nx, ny = original
     padded = "" if tuple(original) == tuple(model.shape) else \
         f" (padded to {model.shape[0]}x{model.shape[1]})"
     where = compilation_cache_dir()
     cached = f"kept in {where} for next time" if where else "compilation cache off"
-    logger.info("Compiling the least-squares fit for %dx%d images%s, %d components, %s "
+    log.info("Compiling the least-squares fit for %dx%d images%s, %d components, %s "
                 "(once per shape family; %s)", nx, ny, padded, model.n_gauss,
                 f"{model.n_psf} PSF components" if model.has_psf else "no PSF", cached)
 
 
 def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: Any,
                   options: _fit.SolverOptions = _fit.DEFAULT_OPTIONS,
-                  periodic_phi: bool = True):
+                  periodic_phi: bool = True, log: logging.Logger | None = None):
     """:func:`imcascade_jax.fit.least_squares` on the bucket-padded problem, cropped back.
 
     Compiles one program per bucket shape and model structure (announced at INFO level on the
@@ -185,6 +185,9 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     model, data, weight, x0, lb, ub, options, periodic_phi
         As :func:`imcascade_jax.fit.least_squares`; ``data`` and ``weight`` of
         ``model.shape``.
+    log : logging.Logger, optional
+        Where the one-line compilation note goes (default: the ``imcascade_jax`` logger; a
+        Fitter passes its own, so that its ``verbose`` shows it).
 
     Returns
     -------
@@ -202,7 +205,7 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     key = _key(args, options, periodic_phi)
     program = _PROGRAMS.get(key)
     if program is None:
-        _announce(padded_model, model.shape)
+        _announce(padded_model, model.shape, log or logger)
         start = time.perf_counter()
         program = _fit.solve_jit.lower(*args, options, periodic_phi).compile()
         _STATS["compiled"] += 1

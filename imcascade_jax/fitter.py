@@ -264,7 +264,8 @@ class Fitter(PosteriorMethods, MultiGaussModel):
         periodic = bool(np.isclose(ub[3] - lb[3], np.pi))
         # Padded to a bucket shape: images of similar sizes share one compiled fit.
         res = jax.device_get(_buckets.least_squares(self.model, self.img, self.weight,
-                                                    self.param_init, lb, ub, options, periodic))
+                                                    self.param_init, lb, ub, options, periodic,
+                                                    log=self.logger))
         status = FitStatus(int(res.status))
         at_bound = self._names_at_decisive_bounds(res, ub, periodic)
         model, x, weight, ndof = self.model, np.asarray(res.x), self.weight, self.Ndof
