@@ -189,6 +189,12 @@ def _add_catalog_arguments(cat: argparse.ArgumentParser) -> None:
                      help="file names to take from folders (default '*': every FITS file), "
                      "e.g. '*fitim.fits'")
     cat.add_argument("--psf", metavar="PSF.fits", help="PSF: 2-D (one for all) or (B, h, w)")
+    cat.add_argument("--positions", metavar="TABLE",
+                     help="centres of the targets: a table (ECSV, FITS, CSV) with columns x0, y0 "
+                     "(0-based pixels, x0 along axis 0 = FITS Y - 1) or ra, dec (degrees, through "
+                     "each cutout's WCS), matched by an 'id' column (file names) or in order")
+    cat.add_argument("--force-position", action="store_true",
+                     help="fit at the given positions even where nothing is detected there")
     for key, what in (("psf", "PSF"), ("err", "error map"), ("var", "variance map"),
                       ("weight", "weight map"), ("mask", "mask (non-zero = bad)")):
         cat.add_argument(f"--{key}-sub", metavar="OLD=NEW",

@@ -208,6 +208,46 @@ def add_footprint_columns(table: Any, shapes: list[tuple[int, int]], wcs_list: l
     return [str(table["id"][i]) for i in np.flatnonzero(extrapolated)]
 
 
+def positions(path: str, ids: list | None, wcs_list: list, n: int) -> tuple[list, list]:
+    """Per-cutout centres ``(x0, y0)`` from a table (``--positions``).
+
+    Columns ``x0``, ``y0`` (0-based pixels, axis 0 = FITS y - 1) or ``ra``, ``dec`` (degrees,
+    through each cutout's WCS); rows matched to the cutouts by an ``id`` column (the cutouts'
+    ids: file names, or the cube's ID table) or, without one, taken in order. A cutout without
+    a row gets the automatic position.
+    """
+    from astropy.table import Table
+
+    from imcascade_jax.world import world_to_pixel
+
+    try:
+        table = Table.read(path)
+    except Exception as exc:  # noqa: BLE001 (any reader error is a bad input file)
+        raise InputError(f"--positions {path}: cannot read it as a table: {exc}") from None
+    cols = set(table.colnames)
+    if not ({"x0", "y0"} <= cols or {"ra", "dec"} <= cols):
+        raise InputError(f"--positions {path}: needs columns x0, y0 (pixels) or ra, dec (degrees)")
+    if "id" in cols:
+        rows = {str(v): i for i, v in enumerate(table["id"])}
+        order = [rows.get(str(i)) for i in (ids or range(n))]
+    elif len(table) == n:
+        order = list(range(n))
+    else:
+        raise InputError(f"--positions {path}: {len(table)} rows for {n} cutouts and no 'id' column")
+    x0, y0 = [None] * n, [None] * n
+    for k, row in enumerate(order):
+        if row is None:
+            continue
+        if {"x0", "y0"} <= cols:
+            x0[k], y0[k] = float(table["x0"][row]), float(table["y0"][row])
+        elif wcs_list[k] is None:
+            raise InputError(f"--positions {path}: ra/dec given but cutout {k} has no WCS")
+        else:
+            px, py = world_to_pixel(wcs_list[k], table["ra"][row], table["dec"][row])
+            x0[k], y0[k] = float(px), float(py)
+    return x0, y0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``imcascade-jax fit-catalog``."""
     from imcascade_jax.batch import fit_catalog
@@ -225,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
     if options and args.float32:
         options.update(ftol=1e-6, xtol=1e-6, gtol=1e-6)
     sky_type = None if args.sky_type == "none" else args.sky_type
+    x0 = y0 = None
+    if args.positions:
+        x0, y0 = positions(args.positions, data["ids"], data["wcs"], len(data["images"]))
     t0 = time.perf_counter()
     try:
         table = fit_catalog(data["images"], data["psf"], err=data["err"], var=data["var"],
@@ -233,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
                             sky_type=sky_type, options=options,
                             dtype="float32" if args.float32 else "float64",
                             batch_size=args.batch_size, client=client,
-                            strategy=args.strategy, progress=not args.no_progress)
+                            strategy=args.strategy, progress=not args.no_progress, x0=x0, y0=y0,
+                            force_position=args.force_position)
     finally:
         if client is not None:
             client.close()

@@ -314,3 +314,34 @@ def test_fit_catalog_takes_folders_of_cutouts_of_different_shapes(files, tmp_pat
     table = Table.read(out)
     assert "0-based" in "".join(table.meta["comments"])
     assert np.all(np.isnan(table["flux_image"])) and not np.any(table["extrapolated"])
+
+
+def test_fit_catalog_positions_table_reaches_fit_catalog(files, tmp_path, monkeypatch):
+    """--positions: x0/y0 matched to the cutouts by the table's id column (file names)."""
+    import imcascade_jax.batch as batch_module
+
+    imgs, errs, _, psf, _ = files["data"]
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    for k in range(2):
+        fits.PrimaryHDU(imgs[k]).writeto(folder / f"g{k}_img.fits")
+    fits.PrimaryHDU(psf).writeto(tmp_path / "psf.fits")
+    Table({"id": ["g1_img.fits", "g0_img.fits"], "x0": [30.5, 31.0], "y0": [29.0, 32.25]}).write(
+        tmp_path / "pos.ecsv")
+    seen = {}
+
+    def record(images, psf, **kwargs):
+        seen.update(kwargs)
+        n = len(images)
+        return Table({"id": kwargs["ids"], "status": [-12] * n, "params": np.full((n, 12), np.nan),
+                      "n_components": [5] * n, "sig": np.full((n, 5), np.nan),
+                      "r50": np.full(n, np.nan), "r90": np.full(n, np.nan)})
+
+    monkeypatch.setattr(batch_module, "fit_catalog", record)
+    assert cli.main(["fit-catalog", str(folder), "--psf", str(tmp_path / "psf.fits"),
+                     "--positions", str(tmp_path / "pos.ecsv"), "--force-position",
+                     "--out", str(tmp_path / "t.ecsv")]) == 0
+    assert seen["x0"] == [31.0, 30.5] and seen["y0"] == [32.25, 29.0] and seen["force_position"]
+    Table({"x0": [1.0]}).write(tmp_path / "bad.ecsv")
+    assert cli.main(["fit-catalog", str(folder), "--psf", str(tmp_path / "psf.fits"),
+                     "--positions", str(tmp_path / "bad.ecsv"), "--out", str(tmp_path / "u.ecsv")]) == 2
