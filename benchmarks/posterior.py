@@ -85,11 +85,18 @@ def main() -> None:
     ap.add_argument("--skip-numpyro", action="store_true")
     ap.add_argument("--full-samples", type=int, default=2000)
     ap.add_argument("--full-warmup", type=int, default=1000)
+    ap.add_argument("--like-11-widths", action="store_true",
+                    help="imcascade 1.1's widths (0.75 px to 8x sep's size, not capped by the image) "
+                    "instead of ours, so that both samplers see the same model")
     args = ap.parse_args()
     print("load (uptime) at start:", _load())
 
     g = quickstart_data()
     fitter = initialize_fitter(g.img, g.psf, err=g.err, verbose=False)
+    if args.like_11_widths:
+        widths = np.logspace(np.log10(0.75), np.log10(8.0 * fitter.init_dict["re"]), 9)
+        fitter = initialize_fitter(g.img, g.psf, err=g.err, verbose=False, component_widths=widths)
+    print("widths:", np.round(fitter.sig, 2))
     t0 = time.perf_counter()
     fitter.run_ls_min()
     t_ls = time.perf_counter() - t0
