@@ -19,7 +19,6 @@ import re
 from typing import NamedTuple
 
 import numpy as np
-from astropy.stats import biweight_location
 
 from imcascade_jax.setup_maths import dict_add, guess_weights, robust_scale
 
@@ -101,6 +100,8 @@ def validate_dicts(init_dict: dict | None, bounds_dict: dict | None,
 
 
 def _sky_guesses(img: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    from astropy.stats import biweight_location  # astropy is slow to import: only when used
+
     good = mask == 0
     spread = robust_scale(img[good])
     sky0 = _floor_abs(float(biweight_location(img[good], ignore_nan=True)), _SKY_FLOOR * spread,
