@@ -1,4 +1,4 @@
-"""Real-data acceptance (issue 3): IC 3478 against imfit and imcascade 1.1; GAMA in KiDS and SDSS.
+"""Real-data checks: IC 3478 against imfit and imcascade 1.1; GAMA in KiDS and SDSS.
 
 Part (a), IC 3478 (SDSS r, 256x256, ``imfit_ic3478``): the image, its mask (1 = bad), the
 Moffat PSF (sums to 10; ``PSFFitter`` normalises it) and errors from gain 4.725 e-/ADU, read
