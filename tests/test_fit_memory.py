@@ -19,6 +19,15 @@ CHILD = textwrap.dedent("""
     from imcascade_jax.model import make_model
 
     def peak():
+        # VmHWM belongs to this process's own address space; ru_maxrss also counts the parent's
+        # memory when the child was spawned with vfork (as from a pytest-xdist worker).
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     n, n_comp = 512, 9
