@@ -81,8 +81,14 @@ def main(argv=None):
     ours_second = sorted(warm, key=lambda r: r["fit"])[len(warm) // 2]
     ref = None if args.skip_imcascade else fit_imcascade(first)
 
+    import os
+
+    from imcascade_jax._config import compilation_cache_dir
+
     print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{__import__('os').cpu_count()} cores; truth: flux 250, r50 6.0 (Sersic), centre (75, 75)")
+          f"{os.cpu_count()} cores; load average (1/5/15 min) at the end "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; compilation cache "
+          f"{compilation_cache_dir() or 'off'}; truth: flux 250, r50 6.0 (Sersic), centre (75, 75)")
     print("| run                                | setup s |   fit s | total s | nfev |       chi2 "
           "|    flux |   r50 | centre |")
     print("|---|---|---|---|---|---|---|---|---|")
