@@ -100,7 +100,10 @@ class SolverOptions(NamedTuple):
     """
 
     max_steps: int = 100
-    ftol: float = 1e-8
+    # 1e-8 (MINPACK's) stopped flat problems (a cascade's overlapping widths) while the fluxes
+    # still moved by ~1e-7 of the total flux, so that round-off in the inputs changed them by
+    # that much; 1e-10 costs about one more step.
+    ftol: float = 1e-10
     xtol: float = 1e-8
     gtol: float = 1e-8
     damping: float = 1e-3
