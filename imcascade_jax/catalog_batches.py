@@ -69,17 +69,19 @@ def choose_batch_size(shape: Sequence[int], n_gauss: int, n_psf: int, n_params: 
                       max_batch: int | None = None) -> int:
     """A batch size that fits the memory available to ``device``.
 
-    The memory of one galaxy's fit is dominated by the component images of the render and its
-    forward-mode derivatives (``~ 6 N P`` images) and the Jacobian (``~ 3 Ndof`` images); the
-    estimate below is deliberately generous (x2). On CPUs a batch brings little beyond saved
-    dispatches (XLA already vectorises one galaxy's pixels) while every galaxy of a batch waits
-    for the slowest to converge, so CPU batches are capped at 16 (accelerators: 4096).
+    Each galaxy of a batch is given :func:`imcascade_jax.fit.fit_memory_estimate` (the
+    estimate of one fit's peak memory, checked against measured peak resident memory in the
+    tests), the compilation's :data:`imcascade_jax.fit.COMPILE_BYTES` once. On CPUs a batch
+    brings little beyond saved dispatches (XLA already vectorises one galaxy's pixels) while
+    every galaxy of a batch waits for the slowest to converge, so CPU batches are capped at 16
+    (accelerators: 4096).
 
     Parameters
     ----------
     shape : (int, int)
     n_gauss, n_psf, n_params : int
-        Components, PSF components and length of the parameter vector.
+        Components, PSF components and length of the parameter vector (``n_params`` is
+        accepted for callers that know it; the estimate does not need it).
     itemsize : int
         8 for float64, 4 for float32.
     n_galaxies : int, optional
@@ -94,9 +96,8 @@ def choose_batch_size(shape: Sequence[int], n_gauss: int, n_psf: int, n_params: 
     int
     """
     device = jax.devices()[0] if device is None else device
-    npix = int(shape[0]) * int(shape[1])
-    per_galaxy = 2 * itemsize * npix * (8 * n_gauss * n_psf + 4 * n_params + 16)
-    budget = _memory_budget(device)
+    per_galaxy = _fit.fit_memory_estimate(tuple(shape), n_gauss, n_psf, itemsize, compile=False)
+    budget = max(_memory_budget(device) - _fit.COMPILE_BYTES, 0)
     if max_batch is None:
         max_batch = 16 if device.platform == "cpu" else 4096
     size = max(1, min(int(max_batch), budget // max(per_galaxy, 1)))

@@ -68,7 +68,8 @@ from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
            "FitResult", "model_and_jacobian", "jacobian_at", "data_scale", "least_squares",
-           "least_squares_jit", "solve_jit", "fit_memory_bytes", "COMPILE_BYTES"]
+           "least_squares_jit", "solve_jit", "fit_memory_bytes", "fit_memory_estimate",
+           "COMPILE_BYTES"]
 
 _LN10 = 2.302585092994046
 #: Relative damping beyond which the solver has stalled (steps shrunk to nothing).
@@ -557,9 +558,33 @@ def fit_memory_bytes(model: Model, options: SolverOptions = DEFAULT_OPTIONS,
     -------
     int
     """
-    nx, ny = model.shape
-    itemsize = jnp.dtype(model.dtype).itemsize
-    plan = band_plan(model.shape, options.band_pixels)
-    band = plan.rows * ny * model.n_gauss * model.n_psf * _BAND_ITEMS_PER_PAIR * itemsize
+    return fit_memory_estimate(model.shape, model.n_gauss, model.n_psf,
+                               jnp.dtype(model.dtype).itemsize, options.band_pixels, compile)
+
+
+def fit_memory_estimate(shape: tuple[int, int], n_gauss: int, n_psf: int, itemsize: int = 8,
+                        band_pixels: int = BAND_PIXELS, compile: bool = True) -> int:
+    """:func:`fit_memory_bytes` from the sizes alone (no :class:`Model` needed), in bytes.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (the padded one for a bucketed fit).
+    n_gauss, n_psf : int
+        Components and PSF components (1 for a model without a PSF).
+    itemsize : int
+        8 for float64, 4 for float32.
+    band_pixels : int
+        :attr:`SolverOptions.band_pixels`.
+    compile : bool
+        Include :data:`COMPILE_BYTES`.
+
+    Returns
+    -------
+    int
+    """
+    nx, ny = (int(n) for n in shape)
+    plan = band_plan((nx, ny), band_pixels)
+    band = plan.rows * ny * int(n_gauss) * max(int(n_psf), 1) * _BAND_ITEMS_PER_PAIR * itemsize
     pixels = nx * ny * (_PIXEL_BYTES_FIXED + _PIXEL_ITEMS * itemsize)
     return int(band + pixels + (COMPILE_BYTES if compile else 0))
