@@ -7,6 +7,7 @@ band (``res['flux']['g']``) and whose ``calc_color_profile`` gives colour profil
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,17 @@ class MultiBandResults:
 
     Parameters
     ----------
-    fitter : MultiBandFitter
-        After ``run_ls_min()`` (and optionally ``run_nuts()``: then every number is a posterior
-        summary ``[median, median - 16th, 84th - median]``).
+    fitter : MultiBandFitter, str or path
+        A fitter after ``run_ls_min()`` (and optionally ``run_nuts()``: then every number is a
+        posterior summary ``[median, median - 16th, 84th - median]``), or the ASDF file its
+        ``save_results`` wrote.
     """
 
     def __init__(self, fitter: Any) -> None:
+        if isinstance(fitter, (str, os.PathLike)):
+            from imcascade_jax.multiband.files import fitter_from_file
+
+            fitter = fitter_from_file(fitter)
         if fitter.ls_result is None:
             raise ValueError("run run_ls_min() on the multi-band fitter before analysing it")
         self.fitter = fitter
