@@ -95,3 +95,20 @@ class MultiBandResults:
         if self.posterior:
             return colour_bands(r, self.flux, sig, self.q, i, j)
         return np.asarray(colour_profile(r, self.flux, sig, self.q, i, j))
+
+    def make_diagnostic_fig(self, *, zpt: Any = None, pixel_scale: float | None = None,
+                            unit: str | None = None) -> Any:
+        """Figure to assess the joint fit: a row per band (data, model, residuals, numbers),
+        the profiles of every band, the colour profiles of adjacent bands and the geometry.
+
+        Drawn by :func:`imcascade_jax.multiband.plotting.multiband_figure`, which documents the
+        panels and the optional ``zpt`` (one, or one per band), ``pixel_scale`` (arcsec per
+        reference pixel) and ``unit`` (pixel values).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from imcascade_jax.multiband.plotting import multiband_figure
+
+        return multiband_figure(self, zpt=zpt, pixel_scale=pixel_scale, unit=unit)
