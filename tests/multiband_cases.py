@@ -66,3 +66,56 @@ def truth_fitter(posterior: bool = False, seed: int = 1, zpt=None) -> MultiBandF
         fitter.posterior = ExpressSamples(samples, np.zeros(300, bool), np.full(300, 0.85),
                                           np.full(3, 0.4))
     return fitter
+
+
+def tan_wcs(crpix_ij, scale_arcsec: float, rotation_deg: float):
+    """A TAN WCS at (150, 2) deg with ``crpix_ij`` (0-based axis 0, axis 1) on it."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [crpix_ij[1] + 1.0, crpix_ij[0] + 1.0]  # FITS: x = axis 1, 1-based
+    c, s = np.cos(np.deg2rad(rotation_deg)), np.sin(np.deg2rad(rotation_deg))
+    w.wcs.cd = scale_arcsec / 3600.0 * np.array([[-c, s], [s, c]])
+    return w
+
+
+def psf_image(band: SyntheticBand, size: int = 25) -> np.ndarray:
+    """The band's PSF mixture integrated over a ``size`` x ``size`` grid, centred, sum 1."""
+    from imcascade_jax.multiband.synthetic import gaussians_image
+
+    c, s = np.cos(band.psf_phi), np.sin(band.psf_phi)
+    rot = np.array([[c, -s], [s, c]])
+    covs = [rot @ np.diag([w**2, (w * band.psf_q) ** 2]) @ rot.T for w in band.psf_sig]
+    img = gaussians_image((size, size), np.array([size // 2, size // 2]), np.array(covs), band.psf_a)
+    return img / img.sum()
+
+
+def write_fits_bands(folder, seed: int = 1) -> dict:
+    """FITS files of the three bands (header WCSs: z's pixels 1.5x larger and turned by 15
+    degrees), their PSF images and error maps.
+
+    Returns ``{'paths': {band: {'img', 'psf', 'err'}}, 'wcs': {band: WCS}, 'bands': {band:
+    SyntheticBand}}`` (the bands with z's map from the WCSs).
+    """
+    from astropy.io import fits
+
+    from imcascade_jax.multiband.wcs import affine_from_wcs
+
+    ref = tan_wcs((24.0, 24.0), 0.262, 0.0)
+    wcs = {"g": ref, "r": ref, "z": tan_wcs((17.0, 16.5), 0.262 * 1.5, 15.0)}
+    bands = dict(BANDS)
+    A, t = affine_from_wcs(ref, wcs["z"], (X0, Y0), bands["z"].shape)
+    # A round PSF in z: the set-up decomposes pixelised PSFs into round Gaussians.
+    bands["z"] = SyntheticBand(bands["z"].shape, bands["z"].psf_sig, bands["z"].psf_a, 1.0, 0.0,
+                               A, t, NOISE)
+    imgs = make_multiband_galaxy(bands, X0, Y0, Q, PHI, SIG, TRUE_FLUX, SKY, seed=seed)
+    out = {}
+    for name, band in bands.items():
+        paths = {k: str(folder / f"{name}_{k}.fits") for k in ("img", "psf", "err")}
+        fits.PrimaryHDU(imgs[name], header=wcs[name].to_header()).writeto(paths["img"])
+        fits.PrimaryHDU(psf_image(band)).writeto(paths["psf"])
+        fits.PrimaryHDU(np.full(band.shape, NOISE)).writeto(paths["err"])
+        out[name] = paths
+    return {"paths": out, "wcs": wcs, "bands": bands}
