@@ -33,7 +33,7 @@ CONVENTIONS = (
 NOT_FOR_BANDS = (("var", None, "--var"), ("weight", None, "--weight"), ("gain", None, "--gain"),
                  ("readnoise", None, "--readnoise"), ("exptime", None, "--exptime"),
                  ("cutoff", None, "--cutoff"), ("float32", False, "--float32"),
-                 ("chains", 2, "--chains"))
+                 ("chains", 2, "--chains"), ("verbose", False, "--verbose"))
 
 
 def _band_values(option: str, values: list | None, names: tuple[str, ...]) -> dict[str, Any]:
@@ -68,8 +68,9 @@ def bands(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict]]:
         images[band] = path
     for key, unset, option in NOT_FOR_BANDS:
         if getattr(args, key) != unset:
-            raise InputError(f"{option} is not available with --band (per-band errors: --err "
-                             f"BAND=FILE)")
+            noise = key in ("var", "weight", "gain", "readnoise", "exptime")
+            raise InputError(f"{option} is not available with --band"
+                             + (" (per-band errors: --err BAND=FILE)" if noise else ""))
     if args.posterior == "dynesty":
         raise InputError("--posterior dynesty is not available with --band (use nuts: the "
                          "express posterior of every band's fluxes)")

@@ -68,6 +68,7 @@ def test_argument_errors_name_the_band(bands, capsys, tmp_path):
     assert "no zero point for band(s) ['r']" in _one_line_error(capsys, [*full, "--zpt", "g=22.5"])
     assert "--cutoff is not available" in _one_line_error(capsys, [*full, "--cutoff", "5"])
     assert "dynesty is not available" in _one_line_error(capsys, [*full, "--posterior", "dynesty"])
+    assert "--verbose is not available" in _one_line_error(capsys, [*full, "-v"])
     assert "given twice" in _one_line_error(capsys, [*full, "--band", f"g={paths['g']['img']}"])
     # A zero point per band needs --band; a plain IMAGE takes one zero point.
     err = _one_line_error(capsys, ["fit", paths["g"]["img"], "--zpt", "g=22.5"])
@@ -125,6 +126,10 @@ def test_report_and_files_of_the_true_fit(bands, capsys, monkeypatch):
     np.testing.assert_allclose([res["flux"][b] for b in "grz"], table["flux"], rtol=1e-12)
     np.testing.assert_allclose([res["mag"][b] for b in "grz"], table["mag"], rtol=1e-12)
     assert (d / "truth.png").stat().st_size > 50_000
+    # --ra/--dec: through the reference band's header WCS, to its pixels.
+    ra, dec = bands["wcs"]["g"].pixel_to_world_values(Y0, X0)  # astropy: (axis 1, axis 0)
+    assert cli.main(_argv(bands, "--ra", f"{ra:.10f}", "--dec", f"{dec:.10f}")) == 0
+    assert seen["x0"] == pytest.approx(X0, abs=1e-5) and seen["y0"] == pytest.approx(Y0, abs=1e-5)
 
 
 @pytest.mark.slow
