@@ -16,7 +16,9 @@ Subcommands
     row per band and the multi-band figure (:mod:`imcascade_jax.cli_multiband`).
 ``imcascade-jax fit-catalog (CUBE.fits | FOLDER | FILE.fits ...) --out table.fits``
     Fit many cutouts, of one shape or several, in compiled batches
-    (:func:`imcascade_jax.fit_catalog`, :mod:`imcascade_jax.cli_catalog`).
+    (:func:`imcascade_jax.fit_catalog`, :mod:`imcascade_jax.cli_catalog`); with
+    ``--band g=CUBE_g.fits --band r=CUBE_r.fits`` several bands, galaxy by galaxy
+    (:mod:`imcascade_jax.cli_multiband_catalog`).
 
 Run ``imcascade-jax COMMAND --help`` for every option. Errors in the input (missing or unreadable
 files, wrong shapes, existing outputs) are reported in one line on stderr, with exit status 2
@@ -129,6 +131,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit_catalog(args: argparse.Namespace) -> int:
+    if args.band:
+        from imcascade_jax import cli_multiband_catalog
+
+        return cli_multiband_catalog.run(args)
+    if not args.inputs:
+        raise InputError("give the cutouts (INPUT: a cube, folders or files), or --band "
+                         "BAND=INPUT for each band")
+    for key in ("psf", "zpt"):  # one band: the last value given, as for a plain option
+        values = getattr(args, key)
+        value = values[-1] if values else None
+        if isinstance(value, tuple):
+            raise InputError(f"--{key} {value[0]}={value[1]:g}: BAND=VALUE needs --band")
+        setattr(args, key, value)
+    if args.zpt is None:
+        args.zpt = 0.0
     from imcascade_jax import cli_catalog
 
     return cli_catalog.run(args)
@@ -224,12 +241,21 @@ def _add_fit_arguments(fit: argparse.ArgumentParser) -> None:
 
 
 def _add_catalog_arguments(cat: argparse.ArgumentParser) -> None:
-    cat.add_argument("inputs", metavar="INPUT", nargs="+",
+    cat.add_argument("inputs", metavar="INPUT", nargs="*",
                      help="a FITS cube, folders of FITS cutouts, or FITS cutouts (any shapes)")
+    cat.add_argument("--band", metavar="BAND=INPUT", action="append",
+                     help="several bands fitted jointly, galaxy by galaxy, instead of INPUT: "
+                     "repeat for each band (the first is the reference band), each a cube, a "
+                     "folder or one file holding the same cutouts in the same order (registered: "
+                     "one grid per galaxy, no WCS); then --psf BAND=PSF.fits for each band and "
+                     "--zpt one for all or BAND=NUMBER for each; the table has one column per "
+                     "band and quantity (flux_g, mag_g, r50_g, ...) and the colours of adjacent "
+                     "bands (g_r, ...)")
     cat.add_argument("--pattern", default="*", metavar="GLOB",
                      help="file names to take from folders (default '*': every FITS file), "
                      "e.g. '*fitim.fits'")
-    cat.add_argument("--psf", metavar="PSF.fits", help="PSF: 2-D (one for all) or (B, h, w)")
+    cat.add_argument("--psf", metavar="PSF.fits", action="append",
+                     help="PSF: 2-D (one for all) or (B, h, w); BAND=PSF.fits with --band")
     cat.add_argument("--positions", metavar="TABLE",
                      help="centres of the targets: a table (ECSV, FITS, CSV) with columns x0, y0 "
                      "(0-based pixels, x0 along axis 0 = FITS Y - 1) or ra, dec (degrees, through "
@@ -244,7 +270,9 @@ def _add_catalog_arguments(cat: argparse.ArgumentParser) -> None:
     cat.add_argument("--out", metavar="TABLE", required=True,
                      help="output table, FITS (.fits) or ECSV (.ecsv) by the extension")
     cat.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    cat.add_argument("--zpt", type=float, default=0.0, help="zero point of the mag column (default 0)")
+    cat.add_argument("--zpt", type=_zero_point, action="append",
+                     help="zero point of the mag column (default 0); with --band one for all "
+                     "bands or BAND=NUMBER for each")
     cat.add_argument("--pixel-scale", type=_positive, default=None, metavar="ARCSEC",
                      help="arcsec per pixel, for r50_arcsec / r90_arcsec of cutouts without a WCS")
     cat.add_argument("--sky-type", choices=("tilted-plane", "flat", "none"), default="tilted-plane",

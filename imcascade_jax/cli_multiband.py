@@ -36,7 +36,7 @@ NOT_FOR_BANDS = (("var", None, "--var"), ("weight", None, "--weight"), ("gain", 
                  ("chains", 2, "--chains"), ("verbose", False, "--verbose"))
 
 
-def _band_values(option: str, values: list | None, names: tuple[str, ...]) -> dict[str, Any]:
+def band_values(option: str, values: list | None, names: tuple[str, ...]) -> dict[str, Any]:
     """``BAND=VALUE`` entries of a per-band option, keyed by band (bands not given: None)."""
     out = dict.fromkeys(names)
     for entry in values or []:
@@ -54,18 +54,24 @@ def _band_values(option: str, values: list | None, names: tuple[str, ...]) -> di
     return out
 
 
+def band_paths(entries: list[str], what: str) -> dict[str, str]:
+    """``--band BAND=PATH`` entries, keyed by band in the order given."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        band, sep, path = entry.partition("=")
+        if not sep or not band or not path:
+            raise InputError(f"--band {entry}: give BAND={what}, e.g. g=galaxy_g.fits")
+        if band in out:
+            raise InputError(f"--band: band {band!r} given twice")
+        out[band] = path
+    return out
+
+
 def bands(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict]]:
     """The bands' image paths (in order) and their per-band options (psf, err, mask, zpt)."""
     if args.image is not None:
         raise InputError(f"give IMAGE ({args.image}) or --band, not both")
-    images: dict[str, str] = {}
-    for entry in args.band:
-        band, sep, path = entry.partition("=")
-        if not sep or not band or not path:
-            raise InputError(f"--band {entry}: give BAND=IMAGE.fits, e.g. g=galaxy_g.fits")
-        if band in images:
-            raise InputError(f"--band: band {band!r} given twice")
-        images[band] = path
+    images = band_paths(args.band, "IMAGE.fits")
     for key, unset, option in NOT_FOR_BANDS:
         if getattr(args, key) != unset:
             noise = key in ("var", "weight", "gain", "readnoise", "exptime")
@@ -75,23 +81,28 @@ def bands(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict]]:
         raise InputError("--posterior dynesty is not available with --band (use nuts: the "
                          "express posterior of every band's fluxes)")
     names = tuple(images)
-    per_band = {k: _band_values(k, getattr(args, k), names) for k in ("psf", "err", "mask")}
+    per_band = {k: band_values(k, getattr(args, k), names) for k in ("psf", "err", "mask")}
     missing = [n for n in names if per_band["psf"][n] is None]
     if missing:
         raise InputError(f"--psf BAND=PSF.fits is needed for band(s) {missing}")
-    zpts = args.zpt or []
-    if len(zpts) == 1 and not isinstance(zpts[0], tuple):
-        per_band["zpt"] = dict.fromkeys(names, zpts[0])
-    elif zpts:
-        if any(not isinstance(z, tuple) for z in zpts):
-            raise InputError("--zpt: give one zero point for all bands, or BAND=NUMBER for each")
-        per_band["zpt"] = _band_values("zpt", zpts, names)
-        missing = [n for n in names if per_band["zpt"][n] is None]
-        if missing:
-            raise InputError(f"--zpt has no zero point for band(s) {missing}")
-    else:
-        per_band["zpt"] = None
+    per_band["zpt"] = band_zero_points(args.zpt, names)
     return images, per_band
+
+
+def band_zero_points(zpts: list | None, names: tuple[str, ...]) -> dict[str, float] | None:
+    """``--zpt`` values: None, one for every band, or ``BAND=NUMBER`` for each band."""
+    zpts = zpts or []
+    if len(zpts) == 1 and not isinstance(zpts[0], tuple):
+        return dict.fromkeys(names, zpts[0])
+    if not zpts:
+        return None
+    if any(not isinstance(z, tuple) for z in zpts):
+        raise InputError("--zpt: give one zero point for all bands, or BAND=NUMBER for each")
+    out = band_values("zpt", zpts, names)
+    missing = [n for n in names if out[n] is None]
+    if missing:
+        raise InputError(f"--zpt has no zero point for band(s) {missing}")
+    return out
 
 
 def _read_band(band: str, path: str, opts: dict, use_wcs: bool) -> dict:

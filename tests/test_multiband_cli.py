@@ -150,3 +150,78 @@ def test_joint_fit_end_to_end(bands, capsys):
     geometry = fitter_res.fitter.ls_result.params
     assert float(geometry.x0) == pytest.approx(X0, abs=0.05)
     assert float(geometry.y0) == pytest.approx(Y0, abs=0.05)
+
+
+# -- fit-catalog --band ---------------------------------------------------------------------------
+
+#: Galaxy k of the catalog: the test galaxy with fluxes times (1 + k), shifted by (0.3 k, -0.2 k).
+N_CAT = 3
+
+
+@pytest.fixture(scope="module")
+def cubes(tmp_path_factory):
+    """Cubes (IMAGE, ERR) of three galaxies in g and r, and the PSFs; galaxy 2 all NaN in r."""
+    from multiband_cases import BANDS, NOISE, PHI, SIG, SKY, Q, psf_image
+
+    from imcascade_jax.multiband.synthetic import make_multiband_galaxy
+
+    folder = tmp_path_factory.mktemp("mbcat")
+    two = {n: BANDS[n] for n in ("g", "r")}
+    stacks = {n: [] for n in two}
+    for k in range(N_CAT):
+        flux = {n: np.asarray(TRUE_FLUX[n]) * (1 + k) for n in two}
+        imgs = make_multiband_galaxy(two, X0 + 0.3 * k, Y0 - 0.2 * k, Q, PHI, SIG, flux, SKY,
+                                     seed=10 + k)
+        for n in two:
+            stacks[n].append(imgs[n])
+    stacks["r"][2][:] = np.nan
+    paths = {}
+    for n in two:
+        paths[n] = folder / f"cube_{n}.fits"
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.array(stacks[n]), name="IMAGE"),
+                      fits.ImageHDU(np.full((N_CAT, 48, 48), NOISE), name="ERR")]).writeto(paths[n])
+        fits.PrimaryHDU(psf_image(two[n])).writeto(folder / f"psf_{n}.fits")
+    return folder
+
+
+def _cat_argv(folder, *extra):
+    return ["fit-catalog", "--band", f"g={folder / 'cube_g.fits'}", "--band",
+            f"r={folder / 'cube_r.fits'}", "--psf", f"g={folder / 'psf_g.fits'}", "--psf",
+            f"r={folder / 'psf_r.fits'}", *extra]
+
+
+def test_catalog_argument_errors(cubes, capsys):
+    out = str(cubes / "t.ecsv")
+    argv = _cat_argv(cubes, "--out", out)
+    assert "not both" in _one_line_error(capsys, [*argv[:1], str(cubes / "cube_g.fits"), *argv[1:]])
+    err = _one_line_error(capsys, [*argv, "--positions", str(cubes / "p.ecsv")])
+    assert "--positions is not available with --band" in err
+    err = _one_line_error(capsys, argv[:5] + ["--psf", f"g={cubes / 'psf_g.fits'}", "--out", out])
+    assert "band 'r' has no PSF" in err
+    err = _one_line_error(capsys, ["fit-catalog", str(cubes / "cube_g.fits"), "--zpt", "r=22",
+                                   "--out", out])
+    assert "--zpt r=22: BAND=VALUE needs --band" in err
+    assert "give the cutouts" in _one_line_error(capsys, ["fit-catalog", "--out", out])
+
+
+@pytest.mark.slow
+def test_catalog_of_joint_fits(cubes, capsys):
+    out = cubes / "cat.ecsv"
+    argv = _cat_argv(cubes, "--zpt", "g=22.5", "--zpt", "r=22.4", "--sky-type", "flat",
+                     "--no-progress", "--out", str(out))
+    with pytest.warns(UserWarning, match="masking 2304 non-finite pixels"):
+        assert cli.main(argv) == 0
+    assert "Fitted 3 galaxies in 2 bands (g, r)" in capsys.readouterr().out
+    table = Table.read(out)
+    assert all(s > 0 for s in table["status"][:2])
+    # Galaxy 2 has no usable pixel in r: a bad input, its values NaN.
+    assert table["status"][2] == -10 and "every pixel" in table["message"][2]
+    assert np.isnan(table["flux_g"][2]) and table["n_steps"][2] == -1
+    for k in range(2):
+        for band in ("g", "r"):
+            truth = sum(TRUE_FLUX[band]) * (1 + k)
+            assert table[f"flux_{band}"][k] == pytest.approx(truth, rel=0.05), (k, band)
+        assert table["x0"][k] == pytest.approx(X0 + 0.3 * k, abs=0.05)
+        colour = table["mag_g"][k] - table["mag_r"][k]
+        assert table["g_r"][k] == pytest.approx(colour, abs=1e-9)
+    assert str(table["g_r"].unit) == "mag" and str(table["r50_g"].unit) == "pix"
