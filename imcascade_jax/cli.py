@@ -9,9 +9,16 @@ Subcommands
     optionally a posterior), print the result with its units and conventions (RA/Dec, position
     angle east of north and arcsec when the image has a WCS), and write ASDF and/or a FITS/ECSV
     table (:mod:`imcascade_jax.cli_fit`).
+``imcascade-jax fit --band g=g.fits --band r=r.fits --psf g=psf_g.fits --psf r=psf_r.fits [options]``
+    Fit one galaxy in several bands jointly (one geometry, fluxes per band; each band's WCS from
+    its header maps it onto the first band's grid), print each band's flux, magnitude and radii
+    and the colours of adjacent bands, and write one ASDF file with every band, a table with one
+    row per band and the multi-band figure (:mod:`imcascade_jax.cli_multiband`).
 ``imcascade-jax fit-catalog (CUBE.fits | FOLDER | FILE.fits ...) --out table.fits``
     Fit many cutouts, of one shape or several, in compiled batches
-    (:func:`imcascade_jax.fit_catalog`, :mod:`imcascade_jax.cli_catalog`).
+    (:func:`imcascade_jax.fit_catalog`, :mod:`imcascade_jax.cli_catalog`); with
+    ``--band g=CUBE_g.fits --band r=CUBE_r.fits`` several bands, galaxy by galaxy
+    (:mod:`imcascade_jax.cli_multiband_catalog`).
 
 Run ``imcascade-jax COMMAND --help`` for every option. Errors in the input (missing or unreadable
 files, wrong shapes, existing outputs) are reported in one line on stderr, with exit status 2
@@ -31,6 +38,8 @@ from imcascade_jax import __version__
 from imcascade_jax.cli_common import InputError, float32_dtype
 
 PROG = "imcascade-jax"
+#: Options of ``fit`` that take one value per band with ``--band`` (``BAND=VALUE``).
+PER_BAND = ("psf", "err", "mask", "zpt")
 
 
 def _err(msg: str) -> None:
@@ -104,12 +113,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    if args.band:
+        from imcascade_jax import cli_multiband
+
+        return cli_multiband.run(args)
+    if args.image is None:
+        raise InputError("give the image (IMAGE.fits), or --band BAND=IMAGE.fits for each band")
+    for key in PER_BAND:  # one band: the last value given, as for a plain option
+        values = getattr(args, key)
+        value = values[-1] if values else None
+        if isinstance(value, tuple):
+            raise InputError(f"--{key} {value[0]}={value[1]:g}: BAND=VALUE needs --band")
+        setattr(args, key, value)
     from imcascade_jax import cli_fit
 
     return cli_fit.run(args)
 
 
 def _cmd_fit_catalog(args: argparse.Namespace) -> int:
+    if args.band:
+        from imcascade_jax import cli_multiband_catalog
+
+        return cli_multiband_catalog.run(args)
+    if not args.inputs:
+        raise InputError("give the cutouts (INPUT: a cube, folders or files), or --band "
+                         "BAND=INPUT for each band")
+    for key in ("psf", "zpt"):  # one band: the last value given, as for a plain option
+        values = getattr(args, key)
+        value = values[-1] if values else None
+        if isinstance(value, tuple):
+            raise InputError(f"--{key} {value[0]}={value[1]:g}: BAND=VALUE needs --band")
+        setattr(args, key, value)
+    if args.zpt is None:
+        args.zpt = 0.0
     from imcascade_jax import cli_catalog
 
     return cli_catalog.run(args)
@@ -122,16 +158,36 @@ def _positive(value: str) -> float:
     return number
 
 
+def _zero_point(value: str) -> float | tuple[str, float]:
+    """``22.5`` or ``g=22.5`` (a band's zero point)."""
+    band, sep, number = value.rpartition("=")
+    try:
+        return (band, float(number)) if sep else float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid zero point: {value!r} (a number, or "
+                                         f"BAND=NUMBER)") from None
+
+
 def _add_fit_arguments(fit: argparse.ArgumentParser) -> None:
-    fit.add_argument("image", metavar="IMAGE.fits",
+    fit.add_argument("image", metavar="IMAGE.fits", nargs="?",
                      help="the cutout: FITS file, optionally with an HDU ('img.fits[1]', "
                      "'img.fits[SCI]'; default the first HDU with data); its header's WCS, if any, "
                      "gives RA/Dec, the position angle and arcsec")
-    fit.add_argument("--psf", metavar="PSF.fits", help="pixelised PSF (omit to fit without a PSF)")
+    fit.add_argument("--band", metavar="BAND=IMAGE.fits", action="append",
+                     help="several bands fitted jointly (one geometry, fluxes per band) instead of "
+                     "IMAGE: repeat for each band, in order (the first is the reference band: its "
+                     "pixels are the reference frame, --x0/--y0 and radii are in them); each band "
+                     "then needs --psf BAND=PSF.fits, and takes --err BAND=FILE, --mask BAND=FILE, "
+                     "--zpt BAND=NUMBER (or one --zpt for all); the bands' header WCSs (all or "
+                     "none) map them onto the reference band's grid, else they are registered "
+                     "cutouts")
+    fit.add_argument("--psf", metavar="PSF.fits", action="append",
+                     help="pixelised PSF (omit to fit without a PSF); BAND=PSF.fits with --band")
     noise = fit.add_argument_group("noise (one of --err, --var, --weight, or --gain with "
                                    "--readnoise; default: sep's background rms)")
     one = noise.add_mutually_exclusive_group()
-    one.add_argument("--err", metavar="FILE", help="per-pixel errors (sigma), FITS; 0/NaN = masked")
+    one.add_argument("--err", metavar="FILE", action="append",
+                     help="per-pixel errors (sigma), FITS; 0/NaN = masked; BAND=FILE with --band")
     one.add_argument("--var", metavar="FILE", help="per-pixel variances, FITS; 0/NaN = masked")
     one.add_argument("--weight", metavar="FILE", help="per-pixel inverse variances, FITS")
     noise.add_argument("--gain", type=_positive, help="gain (e-/count): with --readnoise, "
@@ -139,9 +195,9 @@ def _add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     noise.add_argument("--readnoise", type=float, help="read noise, as imcascade 1.1's 'readnoise'")
     noise.add_argument("--exptime", type=_positive, default=None,
                        help="exposure time (s) for the noise model (default 1: image in counts)")
-    fit.add_argument("--mask", metavar="FILE",
+    fit.add_argument("--mask", metavar="FILE", action="append",
                      help="FITS, any non-zero value = ignore the pixel (default: sep masks the "
-                     "other sources)")
+                     "other sources); BAND=FILE with --band")
     where = fit.add_argument_group(
         "source position (default: the image centre); pixels are 0-based, x0 along array axis 0 "
         "= FITS Y - 1, y0 along axis 1 = FITS X - 1")
@@ -156,7 +212,9 @@ def _add_fit_arguments(fit: argparse.ArgumentParser) -> None:
                        help="number of Gaussian components (default 9, or 7 for images <= 100 px)")
     model.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
     units = fit.add_argument_group("photometry and units")
-    units.add_argument("--zpt", type=float, default=None, help="zero point: also print magnitudes")
+    units.add_argument("--zpt", type=_zero_point, action="append",
+                       help="zero point: also print magnitudes; with --band one for all bands or "
+                       "BAND=NUMBER for each")
     units.add_argument("--cutoff", type=_positive, default=None, metavar="R",
                        help="report the flux inside the ellipse of semi-major axis R pixels (an "
                        "aperture) instead of the extrapolated total, and radii relative to it")
@@ -183,12 +241,21 @@ def _add_fit_arguments(fit: argparse.ArgumentParser) -> None:
 
 
 def _add_catalog_arguments(cat: argparse.ArgumentParser) -> None:
-    cat.add_argument("inputs", metavar="INPUT", nargs="+",
+    cat.add_argument("inputs", metavar="INPUT", nargs="*",
                      help="a FITS cube, folders of FITS cutouts, or FITS cutouts (any shapes)")
+    cat.add_argument("--band", metavar="BAND=INPUT", action="append",
+                     help="several bands fitted jointly, galaxy by galaxy, instead of INPUT: "
+                     "repeat for each band (the first is the reference band), each a cube, a "
+                     "folder or one file holding the same cutouts in the same order (registered: "
+                     "one grid per galaxy, no WCS); then --psf BAND=PSF.fits for each band and "
+                     "--zpt one for all or BAND=NUMBER for each; the table has one column per "
+                     "band and quantity (flux_g, mag_g, r50_g, ...) and the colours of adjacent "
+                     "bands (g_r, ...)")
     cat.add_argument("--pattern", default="*", metavar="GLOB",
                      help="file names to take from folders (default '*': every FITS file), "
                      "e.g. '*fitim.fits'")
-    cat.add_argument("--psf", metavar="PSF.fits", help="PSF: 2-D (one for all) or (B, h, w)")
+    cat.add_argument("--psf", metavar="PSF.fits", action="append",
+                     help="PSF: 2-D (one for all) or (B, h, w); BAND=PSF.fits with --band")
     cat.add_argument("--positions", metavar="TABLE",
                      help="centres of the targets: a table (ECSV, FITS, CSV) with columns x0, y0 "
                      "(0-based pixels, x0 along axis 0 = FITS Y - 1) or ra, dec (degrees, through "
@@ -203,7 +270,9 @@ def _add_catalog_arguments(cat: argparse.ArgumentParser) -> None:
     cat.add_argument("--out", metavar="TABLE", required=True,
                      help="output table, FITS (.fits) or ECSV (.ecsv) by the extension")
     cat.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    cat.add_argument("--zpt", type=float, default=0.0, help="zero point of the mag column (default 0)")
+    cat.add_argument("--zpt", type=_zero_point, action="append",
+                     help="zero point of the mag column (default 0); with --band one for all "
+                     "bands or BAND=NUMBER for each")
     cat.add_argument("--pixel-scale", type=_positive, default=None, metavar="ARCSEC",
                      help="arcsec per pixel, for r50_arcsec / r90_arcsec of cutouts without a WCS")
     cat.add_argument("--sky-type", choices=("tilted-plane", "flat", "none"), default="tilted-plane",
@@ -247,13 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     fit = sub.add_parser(
-        "fit", help="fit one galaxy image (imcascade 1.1's initialize_fitter + run_ls_min)",
+        "fit", help="fit one galaxy image, or one galaxy in several bands (--band)",
         description="Fit one galaxy with imcascade 1.1's recipe: sep detection, masking of the "
         "other sources, Gaussian decomposition of the PSF, log-spaced component widths, then "
         "least squares (and optionally a posterior). Prints the centre (pixels, and RA/Dec with a "
         "WCS), shape (and position angle east of north), the extrapolated total flux beside the "
         "flux inside the image, radii (pixels, and arcsec with a WCS or --pixel-scale), "
-        "concentrations, chi2 and reduced chi2, with the conventions used.")
+        "concentrations, chi2 and reduced chi2, with the conventions used. With --band "
+        "instead of IMAGE: one galaxy in several bands at once (one geometry and set of widths, "
+        "fluxes and sky per band), each band's flux, magnitude and radii and the colours of "
+        "adjacent bands.")
     _add_fit_arguments(fit)
     fit.set_defaults(func=_cmd_fit)
 

@@ -39,7 +39,7 @@ def _summary(values: Any, posterior: bool, lo: float = 16, hi: float = 84) -> An
     return np.asarray(get_med_errors(arr, lo=lo, hi=hi))
 
 
-def _fmt(value: Any, digits: int = 4, scale: float = 1.0) -> str:
+def fmt_value(value: Any, digits: int = 4, scale: float = 1.0) -> str:
     """'1.234' or '1.234 (-0.05/+0.06)' for a ``[median, minus, plus]`` summary."""
     arr = np.atleast_1d(np.asarray(value, dtype=float)) * scale
     if arr.size == 3 and arr[1] == 0 and arr[2] == 0:
@@ -49,7 +49,8 @@ def _fmt(value: Any, digits: int = 4, scale: float = 1.0) -> str:
     return f"{arr[0]:.{digits}g}"
 
 
-def _median(value: Any) -> float:
+def median_of(value: Any) -> float:
+    """The value, or the median of a ``[median, minus, plus]`` summary."""
     return float(np.atleast_1d(np.asarray(value, float))[0])
 
 
@@ -189,41 +190,42 @@ def print_report(values: dict, fitter, zpt: float | None, cutoff: float | None, 
     else:
         print("Values: least-squares best fit")
     v = values
-    print(f"  centre   x0 = {_fmt(v['x0'], 6)} px, y0 = {_fmt(v['y0'], 6)} px  "
-          f"(FITS X, Y = {_median(v['y0']) + 1:.3f}, {_median(v['x0']) + 1:.3f})")
+    print(f"  centre   x0 = {fmt_value(v['x0'], 6)} px, y0 = {fmt_value(v['y0'], 6)} px  "
+          f"(FITS X, Y = {median_of(v['y0']) + 1:.3f}, {median_of(v['x0']) + 1:.3f})")
     if "ra" in v:
         err = ""
         if posterior and (v["ra"][1] > 0 or v["dec"][1] > 0):
-            ra_err = np.asarray(v["ra"][1:]) * 3600 * np.cos(np.radians(_median(v["dec"])))
+            ra_err = np.asarray(v["ra"][1:]) * 3600 * np.cos(np.radians(median_of(v["dec"])))
             err = (f"  (-/+ {ra_err[0]:.2g}/{ra_err[1]:.2g} arcsec in RA, "
                    f"{v['dec'][1] * 3600:.2g}/{v['dec'][2] * 3600:.2g} arcsec in Dec)")
-        print(f"  RA, Dec  {_median(v['ra']):.7f}, {_median(v['dec']):+.7f} deg "
+        print(f"  RA, Dec  {median_of(v['ra']):.7f}, {median_of(v['dec']):+.7f} deg "
               f"({v['frame']}){err}")
-    print(f"  q        {_fmt(v['q'])}" + (f"  (on the sky {_fmt(v['q_sky'])})" if "q_sky" in v else ""))
-    pa = f"; PA = {_fmt(v['pa_deg'])} deg east of north" if "pa_deg" in v else \
+    on_sky = f"  (on the sky {fmt_value(v['q_sky'])})" if "q_sky" in v else ""
+    print(f"  q        {fmt_value(v['q'])}{on_sky}")
+    pa = f"; PA = {fmt_value(v['pa_deg'])} deg east of north" if "pa_deg" in v else \
         "  (no WCS: no position angle on the sky)"
-    print(f"  phi      {_fmt(v['phi'])} rad{pa}")
+    print(f"  phi      {fmt_value(v['phi'])} rad{pa}")
     what = "total (extrapolated to infinity)" if cutoff is None else \
         f"inside the ellipse of semi-major axis {cutoff:g} px (--cutoff)"
-    print(f"  flux     {_fmt(v['flux'], 6)}  {what}")
+    print(f"  flux     {fmt_value(v['flux'], 6)}  {what}")
     if "flux_image" in v:
-        print(f"           {_fmt(v['flux_image'], 6)}  inside the image; "
-              f"{100 * _median(v['frac_outside']):.1f}% of the total lies outside it")
+        print(f"           {fmt_value(v['flux_image'], 6)}  inside the image; "
+              f"{100 * median_of(v['frac_outside']):.1f}% of the total lies outside it")
     if zpt is not None:
-        image = f", inside the image {_fmt(v['mag_image'], 6)}" if "mag_image" in v else ""
-        print(f"  mag      {_fmt(v['mag'], 6)}{image}  (zero point {zpt:g})")
+        image = f", inside the image {fmt_value(v['mag_image'], 6)}" if "mag_image" in v else ""
+        print(f"  mag      {fmt_value(v['mag'], 6)}{image}  (zero point {zpt:g})")
     keys = ("r20", "r50", "r80", "r90")
     arcsec = "_arcsec" in "".join(v)
-    print("  r20/r50/r80/r90  " + " / ".join(_fmt(v[k]) for k in keys) + " px"
-          + (" = " + " / ".join(_fmt(v[k + "_arcsec"]) for k in keys) + " arcsec" if arcsec else "")
+    print("  r20/r50/r80/r90  " + " / ".join(fmt_value(v[k]) for k in keys) + " px"
+          + (" = " + " / ".join(fmt_value(v[k + "_arcsec"]) for k in keys) + " arcsec" if arcsec else "")
           + ("  (of the flux above)"))
     if "r50_image" in v:
-        print("  within the image " + " / ".join(_fmt(v[k + "_image"]) for k in keys) + " px"
-              + (" = " + " / ".join(_fmt(v[k + "_image_arcsec"]) for k in keys) + " arcsec"
+        print("  within the image " + " / ".join(fmt_value(v[k + "_image"]) for k in keys) + " px"
+              + (" = " + " / ".join(fmt_value(v[k + "_image_arcsec"]) for k in keys) + " arcsec"
                  if arcsec else "") + "  (of the flux inside the image)")
     if "pixel_scale" in v:
-        print(f"  pixel scale {_median(v['pixel_scale']):.5g} arcsec/px (from the WCS)")
-    print(f"  C80_20 = {_fmt(v['C80_20'])}, C90_50 = {_fmt(v['C90_50'])}")
+        print(f"  pixel scale {median_of(v['pixel_scale']):.5g} arcsec/px (from the WCS)")
+    print(f"  C80_20 = {fmt_value(v['C80_20'])}, C90_50 = {fmt_value(v['C90_50'])}")
     print(CONVENTIONS)
 
 
@@ -286,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: {w.message}")
     for path in args.out or []:
         if output_kind(path) == "asdf":
-            fitter.save_results(path)
+            fitter.save_results(path, overwrite=args.overwrite)
         else:
             write_table(values, path, fitter, args)
     if args.plot:

@@ -25,7 +25,8 @@ import numpy as np
 from imcascade_jax import analysis as an
 from imcascade_jax.io import sky_type_for
 
-__all__ = ["diagnostic_figure", "format_value", "model_params", "position_angle"]
+__all__ = ["diagnostic_figure", "format_value", "model_params", "position_angle", "image_panel",
+           "image_stretch", "asinh_ticks", "residual_noise"]
 
 #: At most this many posterior samples are drawn in the profiles.
 FIG_MAX_SAMPLES = 1000
@@ -118,6 +119,15 @@ def _core_model(res: Any) -> Any:
     )
 
 
+def residual_noise(shown: np.ndarray, model: np.ndarray) -> float:
+    """Robust noise level of the residuals (1.4826 MAD), which sets the stretch of the images;
+    1e-3 of the model's peak when the residuals have no spread."""
+    noise = 1.4826 * np.median(np.abs(shown - np.median(shown))) if shown.size else 0.0
+    if not noise > 0:
+        noise = max(float(np.max(np.abs(model))) * 1e-3, np.finfo(float).tiny)
+    return float(noise)
+
+
 def _images(res: Any, params: np.ndarray) -> dict:
     """Data, galaxy model (no sky), sky and residuals; masked and zero-weight pixels hidden."""
     source = res.input if res.obj_type == "class" else res
@@ -141,11 +151,7 @@ def _images(res: Any, params: np.ndarray) -> dict:
         sky = np.broadcast_to(np.asarray(render_sky(core, params[-n_sky:]), dtype=float), img.shape)
     model = np.asarray(render(core, no_sky), dtype=float)
     resid = img - model - (0.0 if sky is None else sky)
-    shown = resid[~hidden]
-    # Robust noise level of the residuals: sets the stretch of the images.
-    noise = 1.4826 * np.median(np.abs(shown - np.median(shown))) if shown.size else 0.0
-    if not noise > 0:
-        noise = max(float(np.max(np.abs(model))) * 1e-3, np.finfo(float).tiny)
+    noise = residual_noise(resid[~hidden], model)
     chi = np.ma.masked_array(resid * np.sqrt(np.where(hidden, 0.0, weight)), hidden) if has_weight else None
     return {
         "img": np.ma.masked_array(img, hidden),
@@ -223,7 +229,7 @@ def _summary(res: Any, kind: str, zpt: float | None, pixel_scale: float | None, 
     return "\n".join(lines)
 
 
-def _asinh_ticks(vmin: float, vmax: float, linear_width: float) -> list[float]:
+def asinh_ticks(vmin: float, vmax: float, linear_width: float) -> list[float]:
     """Colourbar ticks for an arcsinh stretch: zero and decades from the linear width up to vmax
     (at most five, spread evenly), so that labels never crowd near zero."""
     ticks = [0.0] if vmin <= 0 <= vmax else []
@@ -235,7 +241,23 @@ def _asinh_ticks(vmin: float, vmax: float, linear_width: float) -> list[float]:
     return ticks
 
 
-def _image_panel(fig: Any, ax: Any, image: Any, norm: Any, cmap: str, title: str, label: str,
+def image_stretch(img: Any, model: Any, noise: float, sky_level: float = 0.0) -> tuple[Any, list[float]]:
+    """The arcsinh stretch shared by data and model, and its colourbar ticks.
+
+    Linear within twice the ``noise`` of zero, from ``sky_level - 3 noise`` to the 99.9th
+    percentile of the unmasked data (``img``, a masked array; the model's maximum if every pixel
+    is masked).
+    """
+    import matplotlib.colors as mcolors
+
+    data = np.ma.compressed(img)
+    vmax = float(np.percentile(data, 99.9)) if data.size else float(np.max(model))
+    vmin = min(sky_level - 3.0 * noise, vmax - noise)
+    stretch = mcolors.AsinhNorm(linear_width=2.0 * noise, vmin=vmin, vmax=vmax)
+    return stretch, asinh_ticks(vmin, vmax, 2.0 * noise)
+
+
+def image_panel(fig: Any, ax: Any, image: Any, norm: Any, cmap: str, title: str, label: str,
                  ticks: list[float] | None = None) -> Any:
     """``image`` (array axis 0 up) with a colourbar labelled ``label``; masked pixels grey."""
     import matplotlib as mpl
@@ -258,14 +280,10 @@ def _draw_images(fig: Any, axd: dict, ims: dict, kind: str, unit: str, res: Any)
     from matplotlib.patches import Ellipse
 
     noise = ims["noise"]
-    data = ims["img"].compressed()
-    vmax = float(np.percentile(data, 99.9)) if data.size else float(np.max(ims["model"]))
     sky_level = float(np.median(ims["sky"])) if ims["sky"] is not None else 0.0
-    vmin = min(sky_level - 3.0 * noise, vmax - noise)
-    stretch = mcolors.AsinhNorm(linear_width=2.0 * noise, vmin=vmin, vmax=vmax)
-    ticks = _asinh_ticks(vmin, vmax, 2.0 * noise)
-    _image_panel(fig, axd["data"], ims["img"], stretch, "magma", "Data", unit, ticks)
-    _image_panel(fig, axd["model"], ims["model"], stretch, "magma", f"Galaxy model\n({kind}, no sky)",
+    stretch, ticks = image_stretch(ims["img"], ims["model"], noise, sky_level)
+    image_panel(fig, axd["data"], ims["img"], stretch, "magma", "Data", unit, ticks)
+    image_panel(fig, axd["model"], ims["model"], stretch, "magma", f"Galaxy model\n({kind}, no sky)",
                  unit, ticks)
 
     # The half-light ellipse on the data: semi-major axis r50, axis ratio q, angle phi.
@@ -287,15 +305,15 @@ def _draw_images(fig: Any, axd: dict, ims: dict, kind: str, unit: str, res: Any)
         if hi - lo <= 1e-6 * max(abs(hi), noise):  # a flat sky: centre a small range on it
             lo, hi = lo - 0.1 * noise, hi + 0.1 * noise
         sky_type = getattr(res, "sky_type", None) or sky_type_for(res.Ndof_sky) or "sky"
-        _image_panel(fig, ax_sky, sky, mcolors.Normalize(lo, hi), "viridis",
+        image_panel(fig, ax_sky, sky, mcolors.Normalize(lo, hi), "viridis",
                      f"Sky model\n({sky_type}, own stretch)", unit)
 
     if ims["chi"] is not None:
-        _image_panel(fig, axd["resid"], ims["chi"], mcolors.Normalize(-5, 5), "RdBu_r",
+        image_panel(fig, axd["resid"], ims["chi"], mcolors.Normalize(-5, 5), "RdBu_r",
                      "Residuals\n(data - model) / \u03c3", "\u03c3")
     else:
         spread = 5.0 * noise
-        _image_panel(fig, axd["resid"], ims["resid"], mcolors.Normalize(-spread, spread), "RdBu_r",
+        image_panel(fig, axd["resid"], ims["resid"], mcolors.Normalize(-spread, spread), "RdBu_r",
                      "Residuals\ndata - model", unit)
 
 

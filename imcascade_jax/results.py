@@ -108,8 +108,14 @@ class ImcascadeResults:
     """
 
     def __new__(cls, Obj: Any = None, *args: Any, **kwargs: Any) -> Any:
-        """A :class:`~imcascade_jax.multiband.results.MultiBandResults` for a multi-band fitter."""
-        if cls is ImcascadeResults and hasattr(Obj, "names") and hasattr(Obj, "ls_result"):
+        """A :class:`~imcascade_jax.multiband.results.MultiBandResults` for a multi-band fitter
+        or its ASDF file."""
+        multiband = hasattr(Obj, "names") and hasattr(Obj, "ls_result")
+        if isinstance(Obj, (str, os.PathLike)):
+            from imcascade_jax.multiband.files import is_multiband_file
+
+            multiband = is_multiband_file(Obj)
+        if cls is ImcascadeResults and multiband:
             from imcascade_jax.multiband.results import MultiBandResults
 
             return MultiBandResults(Obj)

@@ -34,7 +34,8 @@ LAYERS = {
         "catalog_inputs", "catalog_setup", "catalog_batches", "catalog_schedule", "catalog_table",
         "io", "result_keys", "world", "plotting", "psf_figure", "cli", "cli_common", "cli_fit",
         "cli_catalog", "multiband.wcs", "multiband.fitter", "multiband.setup",
-        "multiband.results",
+        "multiband.results", "multiband.files", "multiband.plotting", "cli_multiband",
+        "cli_multiband_catalog",
     },
     "shim": {"fitter", "mgm", "psf_fitter", "results", "utils", "_posterior_methods"},
 }

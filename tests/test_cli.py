@@ -148,6 +148,11 @@ def test_fit_command_single_galaxy(capsys, files):
 
     tree = load_results(out)
     assert np.asarray(tree["min_param"]).shape == (12,)
+    # --overwrite replaces the file (the writer was once called without it: FileExistsError).
+    os.utime(out, (0, 0))
+    assert cli.main(["fit", files["img"], "--psf", files["psf"], "--err", files["err"],
+                     "--num-components", "5", "--out", out, "--overwrite"]) == 0
+    assert os.stat(out).st_mtime > 0
 
 
 def test_posterior_not_available_is_one_line(capsys, files, monkeypatch):

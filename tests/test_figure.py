@@ -66,7 +66,7 @@ def _as_dict(fitter, posterior: bool, scale: float = 1.0, **extra) -> dict:
     return out
 
 
-def _drawn_text_boxes(fig, monkeypatch) -> list:
+def drawn_text_boxes(fig, monkeypatch) -> list:
     """(text, window extent) of every text the renderer draws: titles, labels, tick labels
     (only those drawn, i.e. in view), legends, colourbar labels, annotations."""
     drawn = []
@@ -99,7 +99,7 @@ def test_no_text_overlaps_and_nothing_cut_off(fitter, posterior, extra, monkeypa
 
     res = ImcascadeResults(_as_dict(fitter, posterior))
     fig = res.make_diagnostic_fig(**extra)
-    boxes = _drawn_text_boxes(fig, monkeypatch)
+    boxes = drawn_text_boxes(fig, monkeypatch)
     texts = [t for t, _ in boxes]
     # Everything the figure shows was drawn: titles, axis labels, tick labels, the summary.
     assert len(boxes) > 40 and "Data" in texts and any("\nModel:" in t for t in texts)
@@ -234,7 +234,7 @@ def test_flat_sky_and_no_sky(fitter, sky, monkeypatch):
         norm = panel.images[0].norm
         assert (norm.vmin + norm.vmax) / 2 == pytest.approx(0.01) and norm.vmax - norm.vmin < 0.01
         assert "sky    0.01 counts / pixel" in text and "sky: flat" in text
-    boxes = [box for _, box in _drawn_text_boxes(fig, monkeypatch)]
+    boxes = [box for _, box in drawn_text_boxes(fig, monkeypatch)]
     assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]
                 if min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5]
     plt.close(fig)

@@ -9,6 +9,7 @@ dictionaries keyed by band.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,3 +168,25 @@ class MultiBandFitter:
             raise ValueError("no fit yet: run run_ls_min() first")
         out = band_analysis(flux, self.model.sig, self.names, zpt=self.zpt)
         return {n: {k: np.asarray(v) for k, v in d.items()} for n, d in out.items()}
+
+    def save_results(self, file_name: str | os.PathLike, overwrite: bool = False) -> dict:
+        """Save every band's data, the settings and the results to one ASDF file.
+
+        Layout in :mod:`imcascade_jax.multiband.files`; read back with
+        ``ImcascadeResults(file_name)`` or :func:`~imcascade_jax.multiband.files.fitter_from_file`.
+
+        Parameters
+        ----------
+        file_name : str or path
+            The file to write.
+        overwrite : bool, optional
+            Replace an existing file (otherwise ``FileExistsError``, before any work).
+
+        Returns
+        -------
+        dict
+            The tree written.
+        """
+        from imcascade_jax.multiband.files import save_multiband
+
+        return save_multiband(self, file_name, overwrite=overwrite)

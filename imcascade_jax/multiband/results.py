@@ -7,6 +7,7 @@ band (``res['flux']['g']``) and whose ``calc_color_profile`` gives colour profil
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,17 @@ class MultiBandResults:
 
     Parameters
     ----------
-    fitter : MultiBandFitter
-        After ``run_ls_min()`` (and optionally ``run_nuts()``: then every number is a posterior
-        summary ``[median, median - 16th, 84th - median]``).
+    fitter : MultiBandFitter, str or path
+        A fitter after ``run_ls_min()`` (and optionally ``run_nuts()``: then every number is a
+        posterior summary ``[median, median - 16th, 84th - median]``), or the ASDF file its
+        ``save_results`` wrote.
     """
 
     def __init__(self, fitter: Any) -> None:
+        if isinstance(fitter, (str, os.PathLike)):
+            from imcascade_jax.multiband.files import fitter_from_file
+
+            fitter = fitter_from_file(fitter)
         if fitter.ls_result is None:
             raise ValueError("run run_ls_min() on the multi-band fitter before analysing it")
         self.fitter = fitter
@@ -89,3 +95,20 @@ class MultiBandResults:
         if self.posterior:
             return colour_bands(r, self.flux, sig, self.q, i, j)
         return np.asarray(colour_profile(r, self.flux, sig, self.q, i, j))
+
+    def make_diagnostic_fig(self, *, zpt: Any = None, pixel_scale: float | None = None,
+                            unit: str | None = None) -> Any:
+        """Figure to assess the joint fit: a row per band (data, model, residuals, numbers),
+        the profiles of every band, the colour profiles of adjacent bands and the geometry.
+
+        Drawn by :func:`imcascade_jax.multiband.plotting.multiband_figure`, which documents the
+        panels and the optional ``zpt`` (one, or one per band), ``pixel_scale`` (arcsec per
+        reference pixel) and ``unit`` (pixel values).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from imcascade_jax.multiband.plotting import multiband_figure
+
+        return multiband_figure(self, zpt=zpt, pixel_scale=pixel_scale, unit=unit)
