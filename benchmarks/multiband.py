@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imcascade_jax.fit import least_squares_jit
+from imcascade_jax.buckets import pad_problem
+from imcascade_jax.fit import DEFAULT_OPTIONS, solve_jit
 from imcascade_jax.fitter import Fitter
 from imcascade_jax.model import make_model
 from imcascade_jax.multiband.analysis import band_analysis
@@ -91,12 +92,19 @@ def bench_ls(imgs, weights, repeat, rows):
     lo = jnp.concatenate([lb, jnp.full(9, np.log10(total) - 6), jnp.array([-1.0])])
     hi = jnp.concatenate([ub, jnp.full(9, np.log10(total) + 1), jnp.array([1.0])])
     single, c_single, r_single = _compile_and_run(
-        least_squares_jit, (model, imgs["r"], weights["r"], x0, lo, hi), {}, repeat)
-    rows.append(("LS single-band solver, r band", c_single, r_single, _load(), int(single.n_steps)))
+        solve_jit, (model, imgs["r"], weights["r"], x0, lo, hi), {"options": DEFAULT_OPTIONS, "periodic_phi": True}, repeat)
+    rows.append(("LS single-band solver, r, 150x150", c_single, r_single, _load(), int(single.n_steps)))
+    # What Fitter.run_ls_min runs: the problem padded to its bucket shape (imcascade_jax.buckets).
+    padded, data_p, weight_p, _ = pad_problem(model, imgs["r"], weights["r"])
+    side = f"{padded.shape[0]}x{padded.shape[1]}"
+    pad_out, c_pad, r_pad = _compile_and_run(
+        solve_jit, (padded, jnp.asarray(data_p), jnp.asarray(weight_p), x0, lo, hi),
+        {"options": DEFAULT_OPTIONS, "periodic_phi": True}, repeat)
+    rows.append((f"LS single-band solver, r, padded {side}", c_pad, r_pad, _load(), int(pad_out.n_steps)))
     res = band_analysis(joint.params.flux, SIG, names)
     print("joint LS:", {n: (round(float(res[n]["flux"]), 2), round(float(res[n]["r50"]), 3)) for n in names},
           "status", int(joint.status), "centre", float(joint.params.x0), float(joint.params.y0))
-    return mb, mb1, joint, one, r_single
+    return mb, mb1, joint, one, (r_single, r_pad)
 
 
 def bench_nuts(imgs, weights, mb, mb1, joint, one, rows, num):
@@ -135,7 +143,9 @@ def main():
     for label, c, r, load, extra in rows:
         print(f"{label:40s} {c:10.2f} {r:9.3f} {load:>6s} {extra:9d}")
     run = {label: r for label, _, r, _, _ in rows}
-    print(f"\nLS joint / single-band solver: {run['LS joint, 3 bands'] / r_single:.2f}x (target <= 2.5x)")
+    r_single, r_pad = r_single
+    print(f"\nLS joint (unpadded) / single-band solver unpadded: {run['LS joint, 3 bands'] / r_single:.2f}x, "
+          f"/ padded (as Fitter.run_ls_min): {run['LS joint, 3 bands'] / r_pad:.2f}x (target <= 2.5x)")
     nuts = run["NUTS express joint, 3 bands"]
     print(f"NUTS joint / same sampler one band: {nuts / run['NUTS express same sampler, r only']:.2f}x; "
           f"/ Fitter single band: {nuts / run['NUTS express Fitter (single band), r']:.2f}x (target <= 3x)")
