@@ -11,7 +11,8 @@ four geometry parameters along the reduced (Kaufman) Gauss-Newton direction
 with ``J_b`` the band image's derivative wrt ``g`` at the solved fluxes (closed form,
 :func:`band_image_tangents`), ``Phi_b`` the band's basis (components then sky planes) restricted to
 the coefficients not held at zero, and ``G_b = Phi_b^T W_b Phi_b``. Bands may have different
-shapes: the loop over bands is unrolled at trace time. The whole fit is one ``lax.while_loop``;
+shapes: the loop over bands is unrolled at trace time, each band finished before the next
+starts. The whole fit is one ``lax.while_loop``;
 the outcome is a :class:`~imcascade_jax.status.FitStatus` code, never an exception.
 
 Geometry bounds: the centre and the axis-ratio floor are clipped; an axis ratio above 1 is
@@ -35,7 +36,7 @@ from imcascade_jax.multiband.model import (
     render_bands,
     sky_basis,
 )
-from imcascade_jax.render import covariances, psf_weighted, weighted_sum
+from imcascade_jax.render import covariances, weighted_sum
 from imcascade_jax.status import FitStatus
 
 
@@ -159,61 +160,16 @@ def _shape_matrices(A, q, phi):
     return tuple((x[0, 0], x[0, 1], x[1, 1]) for x in (m, m_q, m_phi))
 
 
-def band_pair_tangents(mb: MultiBandModel, index: int, geometry: jax.Array) -> tuple:
-    """Unit-flux images of every (component, PSF component) pair of band ``index`` and their
-    derivatives wrt the band-pixel centre and the reference-frame ``q`` and ``phi``.
-
-    Closed form (:func:`imcascade_jax.derivatives.values_and_tangents`, every exponential
-    shared): in band pixels component ``k`` convolved with PSF component ``j`` has covariance
-    ``sig_k^2 M + C_psf,j`` with ``M = A R diag(1, q^2) R^T A^T``, so its q and phi derivatives
-    are ``sig_k^2 dM``. Needs ``supports_closed_form`` of the band's model.
-
-    Returns
-    -------
-    tuple of five jax.Array, each shape (N * P, nx, ny)
-        Values, then ``d / d (xb, yb, q, phi)`` with ``(xb, yb)`` the centre in band pixels;
-        pair ``k * P + j`` is component ``k`` with PSF component ``j``.
-    """
-    band = mb.bands[index]
-    model = band.model
-    x0, y0, q, phi = geometry
-    nx, ny = model.shape
-    p = model.n_psf
-    A = band.A
-    xb = A[0, 0] * x0 + A[0, 1] * y0 + band.t[0]
-    yb = A[1, 0] * x0 + A[1, 1] * y0 + band.t[1]
-    m, m_q, m_phi = _shape_matrices(A, q, phi)
-    # The PSF's covariance entries: the covariances of zero-width galaxy components.
-    psf = covariances(model.replace(sig=jnp.zeros_like(mb.sig)), 1.0, 0.0)
-    var = mb.sig**2
-    cov = tuple((var[:, None] * mk + pk).ravel() for mk, pk in zip(m, psf, strict=True))
-    along = lambda dm: tuple(jnp.repeat(var * d, p) for d in dm)  # noqa: E731
-    dx = jnp.arange(nx, dtype=mb.dtype) - xb
-    dy = jnp.arange(ny, dtype=mb.dtype) - yb
-    return values_and_tangents(dx, dy, cov, along(m_q), along(m_phi),
-                               hybrid=model.render_mode == "hybrid")
-
-
-def combine_pair_tangents(mb: MultiBandModel, index: int, pair_tangents: tuple,
-                          flux: jax.Array) -> jax.Array:
-    """``d image / d (x0, y0, q, phi)`` at fluxes ``flux`` (N,) from the four derivative
-    arrays of :func:`band_pair_tangents`: shape (4, nx, ny)."""
-    band = mb.bands[index]
-    A = band.A
-    coef = (flux[:, None] * band.model.psf_a[None, :]).ravel()
-    d_xb, d_yb, d_q, d_phi = (weighted_sum(coef, o) for o in pair_tangents)
-    d_x0 = A[0, 0] * d_xb + A[1, 0] * d_yb
-    d_y0 = A[0, 1] * d_xb + A[1, 1] * d_yb
-    return jnp.stack([d_x0, d_y0, d_q, d_phi])
-
-
 def band_image_tangents(mb: MultiBandModel, index: int, geometry: jax.Array,
                         flux: jax.Array) -> jax.Array:
     """Derivatives of band ``index``'s galaxy image ``sum_k flux_k basis_k`` wrt the geometry.
 
-    Closed form (:func:`band_pair_tangents`, summed over all (component, PSF component) pairs
-    at once; the centre derivatives are the band's, pulled back through ``A^T``) where the
-    band's render mode allows it, forward-mode autodiff otherwise.
+    Closed form (:func:`imcascade_jax.derivatives.values_and_tangents`, sharing every
+    exponential, summed over all (component, PSF component) pairs at once) where the band's
+    render mode allows it, forward-mode autodiff otherwise. In band pixels component ``k``
+    convolved with PSF component ``j`` has covariance ``sig_k^2 M + C_psf,j`` with
+    ``M = A R diag(1, q^2) R^T A^T``, so its q and phi derivatives are ``sig_k^2 dM``; the
+    centre derivatives are the band's, pulled back through ``A^T``.
 
     Parameters
     ----------
@@ -230,32 +186,43 @@ def band_image_tangents(mb: MultiBandModel, index: int, geometry: jax.Array,
     jax.Array, shape (4, nx, ny)
         ``d image / d (x0, y0, q, phi)``.
     """
-    if not supports_closed_form(mb.bands[index].model):
+    band = mb.bands[index]
+    model = band.model
+    if not supports_closed_form(model):
         def image(s):
             return weighted_sum(flux, render_band_basis(mb, index, s))
 
         _, push = jax.linearize(image, geometry)
         return jax.vmap(push)(jnp.eye(4, dtype=geometry.dtype))
-    outs = band_pair_tangents(mb, index, geometry)
-    return combine_pair_tangents(mb, index, outs[1:], flux)
+    x0, y0, q, phi = geometry
+    nx, ny = model.shape
+    p = model.n_psf
+    A = band.A
+    xb = A[0, 0] * x0 + A[0, 1] * y0 + band.t[0]
+    yb = A[1, 0] * x0 + A[1, 1] * y0 + band.t[1]
+    m, m_q, m_phi = _shape_matrices(A, q, phi)
+    # The PSF's covariance entries: the covariances of zero-width galaxy components.
+    psf = covariances(model.replace(sig=jnp.zeros_like(mb.sig)), 1.0, 0.0)
+    var = mb.sig**2
+    cov = tuple((var[:, None] * mk + pk).ravel() for mk, pk in zip(m, psf, strict=True))
+    along = lambda dm: tuple(jnp.repeat(var * d, p) for d in dm)  # noqa: E731
+    dx = jnp.arange(nx, dtype=mb.dtype) - xb
+    dy = jnp.arange(ny, dtype=mb.dtype) - yb
+    outs = values_and_tangents(dx, dy, cov, along(m_q), along(m_phi),
+                               hybrid=model.render_mode == "hybrid")
+    coef = (flux[:, None] * model.psf_a[None, :]).ravel()
+    d_xb, d_yb, d_q, d_phi = (weighted_sum(coef, o) for o in outs[1:])
+    d_x0 = A[0, 0] * d_xb + A[1, 0] * d_yb
+    d_y0 = A[0, 1] * d_xb + A[1, 1] * d_yb
+    return jnp.stack([d_x0, d_y0, d_q, d_phi])
 
 
 def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs):
     """Solved coefficients, cost, reduced Hessian and gradient of one band at ``geometry``."""
     n = mb.n_gauss
-    model = mb.bands[index].model
-    closed = supports_closed_form(model)
-    if closed:
-        # Values and derivatives of every pair in one pass (one set of exponentials): the
-        # derivatives wait for the fluxes the linear solve below gives.
-        outs = jax.lax.optimization_barrier(band_pair_tangents(mb, index, geometry))
-        nx, ny = model.shape
-        basis = psf_weighted(outs[0].reshape(n, model.n_psf, nx, ny), model.psf_a)
-    else:
-        basis = render_band_basis(mb, index, geometry)
     # Materialise the basis once: without the barrier XLA fuses its exponentials into each of
     # their consumers (Gram matrix, right-hand side, residuals) and evaluates them again.
-    basis = jax.lax.optimization_barrier(basis)
+    basis = jax.lax.optimization_barrier(render_band_basis(mb, index, geometry))
     phi = jnp.concatenate([basis, sky_imgs], axis=0)
     k = phi.shape[0]
     flat = phi.reshape(k, -1)
@@ -265,11 +232,7 @@ def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs
     coef = nnls(gram, flat @ (w * data.reshape(-1)), nonneg)
     resid = data - weighted_sum(coef, phi)
     cost = 0.5 * jnp.sum(weight * resid * resid)
-    if closed:
-        jac = combine_pair_tangents(mb, index, outs[1:], coef[:n])
-    else:
-        jac = band_image_tangents(mb, index, geometry, coef[:n])
-    jac = jac.reshape(4, -1)  # d model / d g
+    jac = band_image_tangents(mb, index, geometry, coef[:n]).reshape(4, -1)  # d model / d g
     grad = -(jac * w) @ resid.reshape(-1)
     # Fluxes held at zero are not free directions of the linear problem.
     free = ~nonneg | (coef > 0)
@@ -284,8 +247,14 @@ def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs
 
 
 def _evaluate(mb, geometry, data, weights, sky_imgs) -> _Eval:
-    out = [_band_terms(mb, i, geometry, data[i], weights[i], sky_imgs[i])
-           for i in range(mb.n_bands)]
+    out, g = [], geometry
+    for i in range(mb.n_bands):
+        terms = _band_terms(mb, i, g, data[i], weights[i], sky_imgs[i])
+        # The next band starts once this one is done: one band's images in cache at a time,
+        # where XLA would otherwise interleave the bands' renders (measured on three 150x150
+        # bands: 15-25% faster per step).
+        g, terms = jax.lax.optimization_barrier((geometry, terms))
+        out.append(terms)
     costs = jnp.stack([o[1] for o in out])
     return _Eval(jnp.sum(costs), costs, sum(o[2] for o in out), sum(o[3] for o in out),
                  tuple(o[0] for o in out))
