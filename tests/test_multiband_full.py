@@ -113,11 +113,15 @@ def test_fisher_is_jtwj_of_finite_difference_jacobian():
     np.testing.assert_allclose(fisher, expected, rtol=1e-5, atol=1e-7 * np.max(np.abs(expected)))
 
 
-def test_run_nuts_rejects_bad_settings(fitter):
+def test_run_nuts_rejects_bad_settings():
+    imgs = {n: np.zeros(SHAPE) for n in PSF}
+    fitter = MultiBandFitter(imgs, _psfs(), SIG)
     with pytest.raises(ValueError, match="'method'"):
         fitter.run_nuts(method="fulll")
     with pytest.raises(ValueError, match="'prior_width'"):
         fitter.run_nuts(method="full", prior_width=1.0)
+    with pytest.raises(ValueError, match="run_ls_min"):
+        fitter.run_nuts(method="full")
 
 
 @pytest.mark.slow
