@@ -27,7 +27,8 @@ LAYERS = {
         "buckets", "fit_inputs", "normal_equations", "progress", "express", "priors",
         "logdensity", "nuts", "diagnostics", "nested", "sample", "analysis", "radii",
         "footprint", "multiband", "multiband.model", "multiband.fit", "multiband.express",
-        "multiband.analysis", "multiband.synthetic", "psf_decompose", "setup_maths", "synthetic",
+        "multiband.full", "multiband.analysis", "multiband.synthetic", "psf_decompose",
+        "setup_maths", "synthetic",
     },
     "application": {
         "__init__", "inputs", "errors", "detect", "prepare", "defaults", "logs", "batch",

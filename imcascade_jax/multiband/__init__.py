@@ -6,6 +6,7 @@ a common reference frame). The functional core:
 - :mod:`~imcascade_jax.multiband.model`: the :class:`MultiBandModel` and its rendering;
 - :mod:`~imcascade_jax.multiband.fit`: joint bounded least squares (variable projection);
 - :mod:`~imcascade_jax.multiband.express`: express-mode posterior of the fluxes, NUTS;
+- :mod:`~imcascade_jax.multiband.full`: full-mode posterior (geometry, fluxes, skies), NUTS;
 - :mod:`~imcascade_jax.multiband.analysis`: per-band fluxes, radii and colour profiles;
 - :mod:`~imcascade_jax.multiband.synthetic`: synthetic multi-band galaxies (NumPy).
 

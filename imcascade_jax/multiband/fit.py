@@ -11,7 +11,8 @@ four geometry parameters along the reduced (Kaufman) Gauss-Newton direction
 with ``J_b`` the band image's derivative wrt ``g`` at the solved fluxes (closed form,
 :func:`band_image_tangents`), ``Phi_b`` the band's basis (components then sky planes) restricted to
 the coefficients not held at zero, and ``G_b = Phi_b^T W_b Phi_b``. Bands may have different
-shapes: the loop over bands is unrolled at trace time. The whole fit is one ``lax.while_loop``;
+shapes: the loop over bands is unrolled at trace time, each band finished before the next
+starts. The whole fit is one ``lax.while_loop``;
 the outcome is a :class:`~imcascade_jax.status.FitStatus` code, never an exception.
 
 Geometry bounds: the centre and the axis-ratio floor are clipped; an axis ratio above 1 is
@@ -246,8 +247,14 @@ def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs
 
 
 def _evaluate(mb, geometry, data, weights, sky_imgs) -> _Eval:
-    out = [_band_terms(mb, i, geometry, data[i], weights[i], sky_imgs[i])
-           for i in range(mb.n_bands)]
+    out, g = [], geometry
+    for i in range(mb.n_bands):
+        terms = _band_terms(mb, i, g, data[i], weights[i], sky_imgs[i])
+        # The next band starts once this one is done: one band's images in cache at a time,
+        # where XLA would otherwise interleave the bands' renders (measured on three 150x150
+        # bands: 15-25% faster per step).
+        g, terms = jax.lax.optimization_barrier((geometry, terms))
+        out.append(terms)
     costs = jnp.stack([o[1] for o in out])
     return _Eval(jnp.sum(costs), costs, sum(o[2] for o in out), sum(o[3] for o in out),
                  tuple(o[0] for o in out))

@@ -25,6 +25,7 @@ from imcascade_jax.multiband.express import (
     run_express_nuts,
 )
 from imcascade_jax.multiband.fit import MultiFitResult, joint_least_squares_jit
+from imcascade_jax.multiband.full import FullSamples, run_full_nuts
 from imcascade_jax.multiband.model import make_multiband_model
 from imcascade_jax.multiband.wcs import affines_from_wcs
 from imcascade_jax.status import FitStatus
@@ -109,7 +110,7 @@ class MultiBandFitter:
         self.lb = np.array([0.0, 0.0, 0.05, 0.0])
         self.ub = np.array([ref_shape[0] - 1.0, ref_shape[1] - 1.0, 1.0, np.pi])
         self.ls_result: MultiFitResult | None = None
-        self.posterior: ExpressSamples | None = None
+        self.posterior: ExpressSamples | FullSamples | None = None
 
     def _data(self) -> tuple[tuple, tuple]:
         return tuple(self.img[n] for n in self.names), tuple(self.weight[n] for n in self.names)
@@ -138,17 +139,42 @@ class MultiBandFitter:
         return out
 
     def run_nuts(self, method: str = "express", num_warmup: int = 1000, num_samples: int = 1000,
-                 seed: int = 0, prior_width: float | None = None) -> ExpressSamples:
-        """Express-mode NUTS posterior of the fluxes at the least-squares geometry.
+                 seed: int = 0, prior_width: float | None = None,
+                 num_chains: int = 1) -> ExpressSamples | FullSamples:
+        """NUTS posterior of the joint fit, started at the least-squares optimum.
 
-        ``method='full'`` (geometry free) is not available for multi-band fits.
+        Parameters
+        ----------
+        method : {'express', 'full'}
+            'express': the fluxes at the least-squares geometry
+            (:func:`~imcascade_jax.multiband.express.run_express_nuts`); 'full': geometry,
+            fluxes and skies all free (:func:`~imcascade_jax.multiband.full.run_full_nuts`,
+            1.1's full-mode priors with the least-squares ones on fluxes and skies).
+        num_warmup, num_samples, seed : int
+        prior_width : float, optional
+            Express mode only (see :func:`~imcascade_jax.multiband.express.run_express_nuts`).
+        num_chains : int
+            Full mode only.
+
+        Returns
+        -------
+        ExpressSamples or FullSamples
+            Also stored as ``posterior`` (its ``flux`` is ``(S, B, N)`` either way).
         """
-        if method != "express":
-            raise ValueError(f"'method' must be 'express' for multi-band fits, got {method!r}")
+        if method not in ("express", "full"):
+            raise ValueError(f"'method' must be 'express' or 'full', got {method!r}")
+        if method == "full" and prior_width is not None:
+            raise ValueError("'prior_width' is an express-mode setting; method='full' uses "
+                             "the least-squares priors")
         if self.ls_result is None:
-            raise ValueError("run run_ls_min() before run_nuts(): express mode needs its geometry")
+            raise ValueError("run run_ls_min() before run_nuts(): NUTS starts at its optimum")
         data, weight = self._data()
         p = self.ls_result.params
+        if method == "full":
+            self.posterior = run_full_nuts(self.model, data, weight, self.ls_result,
+                                           (self.x0, self.y0), seed=seed, num_warmup=num_warmup,
+                                           num_samples=num_samples, num_chains=num_chains)
+            return self.posterior
         problem = joint_express_setup(self.model, data, weight, jnp.stack(p[:4]), p.flux)
         self.posterior = run_express_nuts(problem, seed=seed, num_warmup=num_warmup,
                                           num_samples=num_samples, prior_width=prior_width)
