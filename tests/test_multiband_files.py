@@ -85,6 +85,10 @@ def test_rebuilt_fitter_renders_the_same_models(saved):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(again.lb, fitter.lb)
     np.testing.assert_array_equal(again.ub, fitter.ub)
+    # every field of the least-squares result, by name (not by position)
+    for key in ("chi2", "chi2_bands", "hessian", "n_steps", "status"):
+        np.testing.assert_array_equal(np.asarray(getattr(again.ls_result, key)),
+                                      np.asarray(getattr(fitter.ls_result, key)), err_msg=key)
 
 
 def test_overwrite_is_refused_before_any_work(saved, monkeypatch):

@@ -125,7 +125,7 @@ def test_run_nuts_rejects_bad_settings():
 
 
 @pytest.mark.slow
-def test_full_nuts_recovers_the_truth(fitter):
+def test_full_nuts_recovers_the_truth(fitter, tmp_path):
     post = fitter.run_nuts(method="full", num_warmup=200, num_samples=200, seed=0)
     assert post.flux.shape == (200, 2, SIG.size)
     assert post.divergent.sum() <= 4
@@ -141,3 +141,17 @@ def test_full_nuts_recovers_the_truth(fitter):
         assert abs(np.median(post.sky[b]) - SKY[name]) < 4 * post.sky[b].std()
         # The per-band analysis summarises the posterior: median of the total flux.
         np.testing.assert_allclose(res["flux"][name][0], np.median(total), rtol=1e-10)
+    # The full posterior goes through the ASDF file and the figure like an express one.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from imcascade_jax import ImcascadeResults
+
+    fitter.save_results(tmp_path / "full.asdf")
+    back = ImcascadeResults(str(tmp_path / "full.asdf"))
+    res_back = back.run_basic_analysis()
+    for name in fitter.names:
+        np.testing.assert_allclose(res_back["flux"][name], res["flux"][name], rtol=1e-12)
+        np.testing.assert_allclose(res_back["r50"][name], res["r50"][name], rtol=1e-12)
+    fig = back.make_diagnostic_fig()
+    assert len(fig.axes) > 3

@@ -68,9 +68,20 @@ def _band_tree(fitter: Any, index: int) -> dict:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """NumPy / Python values for ASDF: named tuples as dicts, per-band tuples as lists."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items() if v is not None}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (float, int, str, bool)):
+        return value
+    return np.asarray(value)
+
+
 def _posterior_tree(posterior: Any) -> dict:
     fields = posterior._asdict() if hasattr(posterior, "_asdict") else dict(vars(posterior))
-    out = {k: np.asarray(v) for k, v in fields.items() if v is not None}
+    out = {k: _plain(v) for k, v in fields.items() if v is not None}
     out["kind"] = type(posterior).__name__
     return out
 
@@ -160,10 +171,16 @@ def _check_keys(path: str, tree: Mapping[str, Any]) -> None:
 
 def _posterior(tree: Mapping[str, Any]) -> Any:
     from imcascade_jax.multiband.express import ExpressSamples
+    from imcascade_jax.multiband.full import FullSamples
+    from imcascade_jax.nuts import NutsResult
 
     fields = {k: v for k, v in tree.items() if k != "kind"}
     if tree.get("kind") == ExpressSamples.__name__ and set(fields) == set(ExpressSamples._fields):
         return ExpressSamples(**fields)
+    if tree.get("kind") == FullSamples.__name__ and set(fields) == set(FullSamples._fields):
+        fields["sky"] = tuple(np.asarray(v) for v in fields["sky"])
+        fields["nuts_result"] = NutsResult(**dict(fields["nuts_result"]))
+        return FullSamples(**fields)
     return types.SimpleNamespace(**fields)
 
 
@@ -221,7 +238,7 @@ def fitter_from_tree(tree: Mapping[str, Any], source: str = "the tree") -> Any:
         params = MultiParams(*(jnp.asarray(g[k], dtype) for k in ("x0", "y0", "q", "phi")),
                              jnp.asarray(np.stack([bands[n]["flux"] for n in names]), dtype),
                              tuple(jnp.asarray(np.atleast_1d(bands[n]["sky"]), dtype) for n in names))
-        fitter.ls_result = MultiFitResult(params, *(jnp.asarray(g[k]) for k in GEOMETRY_KEYS[4:]))
+        fitter.ls_result = MultiFitResult(params, **{k: jnp.asarray(g[k]) for k in GEOMETRY_KEYS[4:]})
     if "posterior" in tree:
         fitter.posterior = _posterior(tree["posterior"])
     return fitter
