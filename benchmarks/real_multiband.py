@@ -74,7 +74,8 @@ def load() -> str:
 # -- fits ----------------------------------------------------------------------------------------
 
 def fit_bands(images: dict, psfs: dict, errs: dict, masks: dict, ref_band: str, wcs: dict | None = None,
-              x0: float | None = None, y0: float | None = None, widths=None, zpt: float = 0.0) -> dict:
+              x0: float | None = None, y0: float | None = None, widths=None, zpt: float = 0.0,
+              cutoff: float | None = None) -> dict:
     """One joint least-squares fit (one band or several), timed; geometry, r50 and magnitudes.
 
     Returns
@@ -83,9 +84,11 @@ def fit_bands(images: dict, psfs: dict, errs: dict, masks: dict, ref_band: str, 
         ``status`` (FitStatus), ``x0, y0, q, phi_deg`` (reference pixels; phi from axis 0 towards
         axis 1, modulo 180 deg), ``chi2``, ``npix``, ``r50`` and ``mag`` per band (r50 in
         reference-frame pixels), ``sig`` (widths), ``t_setup``, ``t_compile``, ``t_run`` (s) and
-        the load average after the fit.
+        the load average after the fit; with ``cutoff`` (reference pixels) also ``r50_cut``, the
+        half-light radius of the light within that radius.
     """
     from imcascade_jax import ImcascadeResults, initialize_fitter
+    from imcascade_jax.multiband.analysis import band_analysis
 
     t0 = time.perf_counter()
     f = initialize_fitter(images, psfs, err=errs, mask=masks, wcs=wcs, x0=x0, y0=y0,
@@ -98,7 +101,11 @@ def fit_bands(images: dict, psfs: dict, errs: dict, masks: dict, ref_band: str, 
     f.ls_result.chi2.block_until_ready()
     t3 = time.perf_counter()
     res = ImcascadeResults(f).run_basic_analysis()
-    return {"status": out["status"], "x0": out["x0"], "y0": out["y0"], "q": out["q"],
+    r50_cut = {}
+    if cutoff is not None:
+        inside = band_analysis(f.ls_result.params.flux, f.model.sig, f.names, cutoff=cutoff)
+        r50_cut = {b: float(v["r50"]) for b, v in inside.items()}
+    return {"r50_cut": r50_cut, "status": out["status"], "x0": out["x0"], "y0": out["y0"], "q": out["q"],
             "phi_deg": float(np.degrees(out["phi"]) % 180.0), "chi2": out["chi2"],
             "npix": int(sum(np.sum(np.asarray(w) > 0) for w in f.weight.values())),
             "r50": {b: float(v) for b, v in res["r50"].items()},
@@ -142,6 +149,15 @@ def decals_inputs(data: Path) -> tuple[dict, dict, dict, np.ndarray, dict]:
     return images, errs, psfs, mask, ref
 
 
+def decals_wcs(data: Path) -> dict:
+    """The header WCS of each band, cropped as the images (astropy slices in numpy order)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    with fits.open(data / "pysersic_gals" / DECALS_CUTOUT) as cut:
+        return {band: WCS(cut[1 + 2 * i].header)[DECALS_CROP] for i, band in enumerate(DECALS_BANDS)}
+
+
 def run_decals(data: Path) -> dict:
     """Part (a): joint and single-band fits; prints the table against pysersic."""
     images, errs, psfs, mask, ref = decals_inputs(data)
@@ -149,7 +165,8 @@ def run_decals(data: Path) -> dict:
     print(f"## DECaLS g/r/z, {n0}x{n1} at {DECALS_SCALE}\"/px, {int(mask.sum())} masked pixels "
           f"(the same mask in every band)")
     masks = dict.fromkeys(DECALS_BANDS, mask)
-    joint = fit_bands(images, psfs, errs, masks, "r", zpt=DECALS_ZPT)
+    half_width = min(n0, n1) / 2.0
+    joint = fit_bands(images, psfs, errs, masks, "r", zpt=DECALS_ZPT, cutoff=half_width)
     print(_timing("joint g+r+z", joint))
     single = {}
     for band in DECALS_BANDS:
@@ -177,6 +194,18 @@ def run_decals(data: Path) -> dict:
     listed = ", ".join(f"{b} {x:.3f}" for b, x in zip(DECALS_BANDS, ratios, strict=True))
     print(f"joint r50 / pysersic r_eff: {listed}; "
           f"max |ratio - 1| = {max(abs(x - 1) for x in ratios):.3f}")
+    sky = decals_wcs(data)["r"].pixel_to_world(joint["y0"], joint["x0"])   # astropy: (axis 1, axis 0)
+    target = DECALS_CUTOUT[len("cutout_"):-len(".fits")].split("_")
+    offset = np.hypot((sky.ra.deg - float(target[0])) * np.cos(np.radians(sky.dec.deg)),
+                      sky.dec.deg - float(target[1])) * 3600.0
+    print(f"joint centre at RA {sky.ra.deg:.5f}, Dec {sky.dec.deg:.5f} (header WCS): {offset:.2f}\" from "
+          f"the cutout's target ({target[0]}, {target[1]})")
+    inside = ", ".join(f"{b} {joint['r50_cut'][b]:.3f} ({joint['r50_cut'][b] / ref['r_eff'][b]:.3f})"
+                       for b in DECALS_BANDS)
+    print(f"joint r50 of the light within {half_width:.0f} px (the cutout's half-width) [px] "
+          f"(/ pysersic): {inside}")
+    circ = ", ".join(f"{b} {joint['r50'][b] * np.sqrt(joint['q']):.3f}" for b in DECALS_BANDS)
+    print(f"joint circularised r50 = r50 sqrt(q) [px]: {circ}")
     chi2_single = sum(single[b]["chi2"] for b in DECALS_BANDS)
     print(f"chi2 joint {joint['chi2']:.1f} vs sum of the single bands {chi2_single:.1f} "
           f"(+{joint['chi2'] - chi2_single:.1f} for one shared geometry, {joint['npix']} pixels)")
@@ -230,7 +259,7 @@ def run_gama(data: Path, n_galaxies: int | None = None) -> dict:
     print()
     print("| CATAID | r50 KiDS alone [\"] | r50 SDSS alone [\"] | r50 joint, KiDS band [\"] "
           "| r50 joint, SDSS band [\"] | joint K / alone K | joint S / alone S | q K / S / joint "
-          "| phi K / S / joint [deg] | dchi2 joint | ProFit re1 / re2 [\"] | status K / S / joint |")
+          "| phi K / S / joint [deg] | dchi2 joint (pixels) | ProFit re1 / re2 [\"] | status K / S / joint |")
     print("|---" * 12 + "|")
     rows = []
     for cataid in ids:
@@ -243,9 +272,10 @@ def run_gama(data: Path, n_galaxies: int | None = None) -> dict:
         dchi2 = j["chi2"] - k["chi2"] - s["chi2"]
         print(f"| G{cataid} | {rk:.2f} | {rs:.2f} | {jk:.2f} | {js:.2f} | {jk / rk:.3f} | {js / rs:.3f} | "
               f"{k['q']:.3f} / {s['q']:.3f} / {j['q']:.3f} | {k['phi_deg']:.1f} / {s['phi_deg']:.1f} / "
-              f"{j['phi_deg']:.1f} | {dchi2:+.0f} | {ref} | {k['status'].name} / {s['status'].name} / "
+              f"{j['phi_deg']:.1f} | {dchi2:+.0f} ({j['npix']}) | {ref} | "
+              f"{k['status'].name} / {s['status'].name} / "
               f"{j['status'].name} |")
-        rows.append((rk, rs, jk, js, all(x["status"].success for x in (k, s, j))))
+        rows.append((rk, rs, jk, js, k["q"], s["q"], j["q"], all(x["status"].success for x in (k, s, j))))
     _gama_summary(rows)
     return fits_
 
@@ -254,17 +284,22 @@ def _gama_summary(rows: list[tuple]) -> None:
     """Medians of the joint-to-alone ratios and how often the joint r50 lies between the two."""
     if not rows:
         return
-    arr = np.array([r[:4] for r in rows])
-    rk, rs, jk, js = arr.T
+    arr = np.array([r[:7] for r in rows])
+    rk, rs, jk, js, qk, qs, qj = arr.T
     lo, hi = np.minimum(rk, rs), np.maximum(rk, rs)
     print()
-    print(f"fits converged: {sum(r[4] for r in rows)} of {len(rows)} galaxies (all three fits)")
+    print(f"fits converged: {sum(r[7] for r in rows)} of {len(rows)} galaxies (all three fits)")
     print(f"joint KiDS band / KiDS alone: median {np.median(jk / rk):.3f}, range {np.min(jk / rk):.3f} - "
           f"{np.max(jk / rk):.3f}")
     print(f"joint SDSS band / SDSS alone: median {np.median(js / rs):.3f}, range {np.min(js / rs):.3f} - "
           f"{np.max(js / rs):.3f}")
     print(f"SDSS alone / KiDS alone: median {np.median(rs / rk):.3f}; joint SDSS band / joint KiDS band: "
           f"median {np.median(js / jk):.3f}")
+    circ = js * np.sqrt(qj) / (rs * np.sqrt(qs))
+    print(f"circularised (r50 sqrt(q)), joint SDSS band / SDSS alone: median {np.median(circ):.3f}, "
+          f"range {np.min(circ):.3f} - {np.max(circ):.3f}")
+    print(f"q joint - q KiDS alone: median {np.median(qj - qk):+.4f}; q SDSS alone - q KiDS alone: "
+          f"median {np.median(qs - qk):+.3f}")
     within = np.sum((jk >= 0.98 * lo) & (jk <= 1.02 * hi))
     print(f"joint KiDS-band r50 within [min, max] of the two single-survey r50 (2 % slack): "
           f"{within} of {len(rows)}")
