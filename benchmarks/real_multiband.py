@@ -275,7 +275,9 @@ def run_gama(data: Path, n_galaxies: int | None = None) -> dict:
               f"{j['phi_deg']:.1f} | {dchi2:+.0f} ({j['npix']}) | {ref} | "
               f"{k['status'].name} / {s['status'].name} / "
               f"{j['status'].name} |")
-        rows.append((rk, rs, jk, js, k["q"], s["q"], j["q"], all(x["status"].success for x in (k, s, j))))
+        re2 = lg["re2"] * scale["KiDS"] if lg else np.nan
+        rows.append((rk, rs, jk, js, k["q"], s["q"], j["q"], re2,
+                     all(x["status"].success for x in (k, s, j))))
     _gama_summary(rows)
     return fits_
 
@@ -284,11 +286,11 @@ def _gama_summary(rows: list[tuple]) -> None:
     """Medians of the joint-to-alone ratios and how often the joint r50 lies between the two."""
     if not rows:
         return
-    arr = np.array([r[:7] for r in rows])
-    rk, rs, jk, js, qk, qs, qj = arr.T
+    arr = np.array([r[:8] for r in rows])
+    rk, rs, jk, js, qk, qs, qj, re2 = arr.T
     lo, hi = np.minimum(rk, rs), np.maximum(rk, rs)
     print()
-    print(f"fits converged: {sum(r[7] for r in rows)} of {len(rows)} galaxies (all three fits)")
+    print(f"fits converged: {sum(r[8] for r in rows)} of {len(rows)} galaxies (all three fits)")
     print(f"joint KiDS band / KiDS alone: median {np.median(jk / rk):.3f}, range {np.min(jk / rk):.3f} - "
           f"{np.max(jk / rk):.3f}")
     print(f"joint SDSS band / SDSS alone: median {np.median(js / rs):.3f}, range {np.min(js / rs):.3f} - "
@@ -300,6 +302,10 @@ def _gama_summary(rows: list[tuple]) -> None:
           f"range {np.min(circ):.3f} - {np.max(circ):.3f}")
     print(f"q joint - q KiDS alone: median {np.median(qj - qk):+.4f}; q SDSS alone - q KiDS alone: "
           f"median {np.median(qs - qk):+.3f}")
+    if np.any(np.isfinite(re2)):
+        ratio = (jk / re2)[np.isfinite(re2)]
+        print(f"joint KiDS-band r50 / ProFit re2: median {np.median(ratio):.3f}, range {np.min(ratio):.3f} - "
+              f"{np.max(ratio):.3f}")
     within = np.sum((jk >= 0.98 * lo) & (jk <= 1.02 * hi))
     print(f"joint KiDS-band r50 within [min, max] of the two single-survey r50 (2 % slack): "
           f"{within} of {len(rows)}")
