@@ -105,7 +105,9 @@ def fit_bands(images: dict, psfs: dict, errs: dict, masks: dict, ref_band: str, 
     if cutoff is not None:
         inside = band_analysis(f.ls_result.params.flux, f.model.sig, f.names, cutoff=cutoff)
         r50_cut = {b: float(v["r50"]) for b, v in inside.items()}
-    return {"r50_cut": r50_cut, "status": out["status"], "x0": out["x0"], "y0": out["y0"], "q": out["q"],
+    chi2_bands = dict(zip(f.names, np.asarray(f.ls_result.chi2_bands, float).tolist(), strict=True))
+    return {"r50_cut": r50_cut, "n_steps": int(f.ls_result.n_steps), "chi2_bands": chi2_bands,
+            "status": out["status"], "x0": out["x0"], "y0": out["y0"], "q": out["q"],
             "phi_deg": float(np.degrees(out["phi"]) % 180.0), "chi2": out["chi2"],
             "npix": int(sum(np.sum(np.asarray(w) > 0) for w in f.weight.values())),
             "r50": {b: float(v) for b, v in res["r50"].items()},
@@ -115,7 +117,9 @@ def fit_bands(images: dict, psfs: dict, errs: dict, masks: dict, ref_band: str, 
 
 
 def _timing(name: str, r: dict) -> str:
-    return (f"{name}: {r['status'].message} | set-up {r['t_setup']:.1f} s, compile {r['t_compile']:.1f} s, "
+    shares = ", ".join(f"{b} {v:.0f}" for b, v in r["chi2_bands"].items())
+    return (f"{name}: {r['status'].message} ({r['n_steps']} steps; chi2 {shares}) | "
+            f"set-up {r['t_setup']:.1f} s, compile {r['t_compile']:.1f} s, "
             f"run {r['t_run']:.2f} s (load {r['load']})")
 
 
