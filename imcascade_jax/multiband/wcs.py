@@ -93,6 +93,53 @@ def affine_from_wcs(ref_wcs: WCS, band_wcs: WCS, position: Sequence[float],
     return A, centre - A @ p
 
 
+def wcs_from_pixel_scale(pixel_scale: float, position: Sequence[float],
+                         sky: Sequence[float] = (180.0, 0.0)) -> WCS:
+    """A tangent-plane WCS for an image that has none: its pixel scale and the galaxy's pixel.
+
+    For cutouts distributed without a header WCS but centred on a known object: every band gets
+    a WCS that puts the same sky position ``sky`` at the galaxy's centre in that band, so
+    :func:`affine_from_wcs` maps the bands onto each other through the galaxy. The grids are
+    assumed aligned with north up and east to the left (no rotation between bands).
+
+    Parameters
+    ----------
+    pixel_scale : float
+        Arcsec per pixel (> 0).
+    position : (float, float)
+        The galaxy's centre ``(i, j)`` in this image (axis 0, axis 1; 0-based, pixel centres at
+        integers).
+    sky : (float, float)
+        Right ascension and declination (deg) given to that centre; any value shared by the
+        bands will do.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        ``RA---TAN`` / ``DEC--TAN`` with ``CRPIX = (j + 1, i + 1)`` (FITS: x = axis 1, 1-based)
+        and ``CDELT = (-s, s) / 3600``.
+
+    Raises
+    ------
+    ValueError
+        For a pixel scale that is not a finite positive number, or a position or sky position
+        that is not two finite numbers.
+    """
+    scale = float(pixel_scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"'pixel_scale' must be a finite number > 0 (arcsec/px), got {pixel_scale!r}")
+    for arg, value in (("position", position), ("sky", sky)):
+        arr = np.asarray(value, dtype=float)
+        if arr.shape != (2,) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"'{arg}' must be two finite numbers, got {value!r}")
+    out = WCS(naxis=2)
+    out.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    out.wcs.crval = [float(sky[0]), float(sky[1])]
+    out.wcs.crpix = [float(position[1]) + 1.0, float(position[0]) + 1.0]
+    out.wcs.cdelt = [-scale / 3600.0, scale / 3600.0]
+    return out
+
+
 def affines_from_wcs(ref_wcs: WCS, wcs: Mapping[str, WCS], position: Sequence[float],
                      shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """:func:`affine_from_wcs` for every band of ``shapes``.
