@@ -192,8 +192,8 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     Returns
     -------
     FitResult
-        As :func:`imcascade_jax.fit.least_squares`, every image-shaped field (residuals,
-        Jacobian) cropped to ``model.shape``; other fields pass through.
+        As :func:`imcascade_jax.fit.least_squares`, as NumPy arrays, every image-shaped field
+        (residuals, Jacobian) cropped to ``model.shape``; other fields pass through.
     """
     check_shapes(model, data, weight, x0, lb, ub)
     if is_concrete(data, weight, x0, lb, ub):
@@ -211,5 +211,6 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
         _STATS["compiled"] += 1
         _STATS["compile_seconds"] += time.perf_counter() - start
         _PROGRAMS[key] = program
-    result = program(*args)
+    # Cropped in NumPy: slicing a JAX array would compile a program for each image shape.
+    result = jax.device_get(program(*args))
     return crop_result(result, padded_model.shape, crop)
