@@ -7,20 +7,20 @@ padded pixels add nothing to chi2, to the gradient or to ``J^T J``, so the fit i
 
 Which shape an image is fitted on:
 
-- its own bucket (:func:`bucket_shape`): each side rounded up to a multiple of 16, square for
-  near-square images (sides within ``SQUARE_ASPECT``), so that a square cutout and a slightly
+- its own bucket (:func:`bucket_shape`): each side rounded up to a multiple of 16, at least
+  112 (:data:`MIN_BUCKET`; small fits are cheap, compilations are not), square for near-square
+  images (sides within ``SQUARE_ASPECT``), so that a square cutout and a slightly
   rectangular one of similar size share it. A single 150x150 fit runs on 160x160 (1.14x the
   pixels; a compiled fit step costs about its pixel count);
 - unless a program already compiled in this process, for the same model structure, covers the
-  image with at most :data:`REUSE_AREA` times its own bucket's area, or at most
-  :data:`REUSE_PIXELS` pixels (:func:`reusable`): then the smallest such one is reused
-  (:func:`choose_shape`). The choice thus depends on what the process fitted before, not the
-  answer.
+  image with at most :data:`REUSE_AREA` times its own bucket's area (:func:`reusable`): then
+  the smallest such one is reused (:func:`choose_shape`). The choice thus depends on what the
+  process fitted before; the answer does not (to rounding).
 
-The 20 cutouts of ``benchmarks/many_shapes.py`` (60-300 px, in their order) need 6 programs (1.1's
+The 20 cutouts of ``benchmarks/many_shapes.py`` (60-300 px, in their order) need 5 programs (1.1's
 default component counts, 7 up to 100 rows and 9 above, are different programs) with the padded
-area 1.23x the images' (a fixed 1.5x grid of sizes, 64/96/136/208/304, also needed 6 programs,
-at 1.38x, and padded a 150x150 image to 208x208, 1.92x). On the CPU one avoided compilation pays
+area 1.25x the images' (a fixed 1.5x grid of sizes, 64/96/136/208/304, needed 6 programs, at
+1.38x, and padded a 150x150 image to 208x208, 1.92x). On the CPU one avoided compilation pays
 for many padded fit steps; on a fit of one image, padding is all cost.
 
 Pixel coordinates are unchanged (padding is appended after the last row and column), so
@@ -47,19 +47,20 @@ from imcascade_jax.model import Model
 
 logger = logging.getLogger("imcascade_jax")
 
-#: Bucket sizes along one axis are multiples of this (and every size up to 16 is its own).
+#: Bucket sizes along one axis are multiples of this ...
 BUCKET_STEP = 16
+#: ... and at least this: every image up to 112 px (1.1's 7-component images, up to 100 rows,
+#: included) shares one program per model structure; a fit of 112x112 px is cheap.
+MIN_BUCKET = 112
 #: Images whose longer side is at most this factor of the shorter one get a square bucket.
 SQUARE_ASPECT = 1.15
 #: A program compiled for a larger shape is reused when its area is at most this factor of the
-#: image's own bucket area ...
+#: image's own bucket area.
 REUSE_AREA = 2.0
-#: ... or at most this many pixels (a fit that small is cheap whatever its padding).
-REUSE_PIXELS = 128 * 128
 
 
 def bucket_size(n: int) -> int:
-    """``n`` rounded up to a multiple of :data:`BUCKET_STEP` (``n`` itself for ``n <= 16``).
+    """``n`` rounded up to a multiple of :data:`BUCKET_STEP`, at least :data:`MIN_BUCKET`.
 
     Raises
     ------
@@ -68,10 +69,7 @@ def bucket_size(n: int) -> int:
     """
     if int(n) != n or n < 1:
         raise ValueError(f"'n' must be a positive integer, got {n!r}")
-    n = int(n)
-    if n <= BUCKET_STEP:
-        return n
-    return BUCKET_STEP * math.ceil(n / BUCKET_STEP)
+    return max(MIN_BUCKET, BUCKET_STEP * math.ceil(int(n) / BUCKET_STEP))
 
 
 def bucket_shape(shape: Sequence[int]) -> tuple[int, int]:
@@ -92,12 +90,11 @@ def reusable(shape: Sequence[int], compiled: Sequence[int]) -> bool:
     """Whether an image of ``shape`` may be fitted on a program compiled for ``compiled``.
 
     ``compiled`` must cover the image on both axes, with an area of at most
-    :data:`REUSE_AREA` times the image's own bucket's or at most :data:`REUSE_PIXELS`.
+    :data:`REUSE_AREA` times the image's own bucket's.
     """
     own = bucket_shape(shape)
-    area = compiled[0] * compiled[1]
     return (compiled[0] >= shape[0] and compiled[1] >= shape[1]
-            and (area <= REUSE_AREA * own[0] * own[1] or area <= REUSE_PIXELS))
+            and compiled[0] * compiled[1] <= REUSE_AREA * own[0] * own[1])
 
 
 def choose_shape(shape: Sequence[int], compiled: Iterable[Sequence[int]]) -> tuple[int, int]:
@@ -166,7 +163,7 @@ def crop_result(result, padded_shape: Sequence[int], crop: tuple[slice, slice]):
 _PROGRAMS: dict[Any, Any] = {}
 # Shapes with a compiled program (for any model structure).
 _SHAPES: set[tuple[int, int]] = set()
-_STATS = {"compiled": 0, "compile_seconds": 0.0}
+_STATS = {"compiled": 0, "compile_seconds": 0.0, "fits": 0, "pixels": 0, "padded_pixels": 0}
 
 
 def compile_stats() -> dict[str, float]:
@@ -175,7 +172,9 @@ def compile_stats() -> dict[str, float]:
     Returns
     -------
     dict
-        ``{'compiled': int, 'compile_seconds': float}`` (a copy).
+        ``{'compiled': int, 'compile_seconds': float, 'fits': int, 'pixels': int,
+        'padded_pixels': int}`` (a copy): also the fits run and their pixels before and after
+        padding.
     """
     return dict(_STATS)
 
@@ -250,6 +249,9 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
         _STATS["compile_seconds"] += time.perf_counter() - start
         _PROGRAMS[key] = program
         _SHAPES.add(tuple(padded_model.shape))
+    _STATS["fits"] += 1
+    _STATS["pixels"] += model.shape[0] * model.shape[1]
+    _STATS["padded_pixels"] += target[0] * target[1]
     # Cropped in NumPy: slicing a JAX array would compile a program for each image shape.
     result = jax.device_get(program(*args))
     return crop_result(result, padded_model.shape, crop)
