@@ -15,7 +15,10 @@ Runs, in the same invocation:
 
 Times are wall clock, loads are ``os.getloadavg()`` (1 min) read after each part. ``setup`` is
 ``initialize_fitter``; ``compile`` is building the fit programs (tracing, then XLA compilation or
-loading from the cache); ``fits`` the rest of ``run_ls_min``.
+loading from the cache); ``fits`` the rest of ``run_ls_min``. ``XLA compilations`` counts every
+program XLA compiled or loaded, the fit programs and any other JAX operation; ``padded / image
+pixels`` is the area the fits ran on over the images' own; ``PSF decompositions`` those actually
+computed (the others came from the cache of ``initialize_fitter``).
 Run: ``python benchmarks/many_shapes.py [--n-reference 4] [--skip-imcascade]``.
 """
 
@@ -68,7 +71,9 @@ def run_ours() -> dict:
     from imcascade_jax import buckets
     t_import = time.perf_counter() - t0
 
-    hits = {"hit": 0, "miss": 0}
+    from imcascade_jax import prepare
+
+    hits = {"hit": 0, "miss": 0, "xla": 0}
 
     def listen(event, **kwargs):
         if event == "/jax/compilation_cache/cache_hits":
@@ -76,11 +81,19 @@ def run_ours() -> dict:
         elif event == "/jax/compilation_cache/cache_misses":
             hits["miss"] += 1
 
+    def listen_duration(event, duration, **kwargs):
+        # Every XLA compilation, of a fit program or of any other JAX operation (a persistent
+        # cache hit counts too).
+        if event == "/jax/core/compile/backend_compile_duration":
+            hits["xla"] += 1
+
     jax.monitoring.register_event_listener(listen)
+    jax.monitoring.register_event_duration_secs_listener(listen_duration)
     gals = galaxies()
     per = []
     start = time.perf_counter()
     for g in gals:
+        xla_before = hits["xla"]
         t = time.perf_counter()
         f = imcascade_jax.initialize_fitter(g.img, g.psf, err=g.err, verbose=False)
         t_setup = time.perf_counter() - t
@@ -88,12 +101,14 @@ def run_ours() -> dict:
         jax.block_until_ready(x)
         per.append(dict(shape=list(g.img.shape), seconds=time.perf_counter() - t, setup=t_setup,
                         status=int(f.min_res.status), x0=float(x[0]) - g.truth["x0"],
-                        y0=float(x[1]) - g.truth["y0"]))
+                        y0=float(x[1]) - g.truth["y0"], xla=hits["xla"] - xla_before))
     total = time.perf_counter() - start
     stats = buckets.compile_stats()
     return dict(total=total, import_s=t_import, per=per, programs=stats["compiled"],
                 program_s=stats["compile_seconds"], cache_hits=hits["hit"],
-                cache_misses=hits["miss"], load=os.getloadavg()[0],
+                cache_misses=hits["miss"], xla=hits["xla"], load=os.getloadavg()[0],
+                padding=stats["padded_pixels"] / stats["pixels"],
+                psf_decompositions=prepare.psf_cache_info()["misses"],
                 cache_dir=imcascade_jax._config.compilation_cache_dir())
 
 
@@ -153,20 +168,22 @@ def main(argv=None) -> None:
     print(f"{N_GALAXIES} galaxies, {len(shapes)} distinct shapes from "
           f"{int(pixels.min() ** 0.5)}^2 to {int(pixels.max() ** 0.5)}^2 px; "
           f"{os.cpu_count()} cores; load before {load0:.2f}")
-    print("| run | total s | setup s | compile s | fits s | programs built "
-          "| XLA cache hits / misses | import s | load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | total s | setup s | compile s | fits s | programs built | XLA compilations "
+          "| XLA cache hits / misses | padded / image pixels | PSF decompositions | import s "
+          "| load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in (("imcascade_jax, cold cache", cold), ("imcascade_jax, warm cache", warm)):
         setup = sum(p["setup"] for p in r["per"])
         print(f"| {name} | {r['total']:.1f} | {setup:.1f} | {r['program_s']:.1f} | "
-              f"{r['total'] - setup - r['program_s']:.1f} | {r['programs']} | "
-              f"{r['cache_hits']} / {r['cache_misses']} | {r['import_s']:.2f} | {r['load']:.2f} |")
+              f"{r['total'] - setup - r['program_s']:.1f} | {r['programs']} | {r['xla']} | "
+              f"{r['cache_hits']} / {r['cache_misses']} | {r['padding']:.2f} | "
+              f"{r['psf_decompositions']} | {r['import_s']:.2f} | {r['load']:.2f} |")
     if ref:
         measured = sum(r["seconds"] for r in ref)
         print(f"| imcascade 1.1, {len(ref)} galaxies measured | {measured:.1f} | - | - | - | - "
-              f"| - | - | {ref[-1]['load']:.2f} |")
+              f"| - | - | - | - | - | {ref[-1]['load']:.2f} |")
         print(f"| imcascade 1.1, 20 galaxies extrapolated (per pixel) | {ref_total:.1f} | - | - "
-              f"| - | - | - | - | - |")
+              f"| - | - | - | - | - | - | - | - |")
         print()
         for r in ref:
             print(f"1.1 on {r['shape'][0]}x{r['shape'][1]}: {r['seconds']:.1f} s "
@@ -176,6 +193,10 @@ def main(argv=None) -> None:
     failed = [p for p in cold["per"] if p["status"] <= 0]
     worst = max(max(abs(p["x0"]), abs(p["y0"])) for p in cold["per"])
     print(f"fits not converged: {len(failed)}; worst centre error {worst:.3f} px")
+    compiling = [sum(p["xla"] > 0 for p in r["per"]) for r in (cold, warm)]
+    print(f"galaxies during which anything was compiled (cold, warm): {compiling[0]}, "
+          f"{compiling[1]} of {N_GALAXIES} (XLA compilations per galaxy, cold: "
+          f"{', '.join(str(p['xla']) for p in cold['per'])})")
     print("per galaxy (cold, warm) s: " + ", ".join(
         f"{c['shape'][0]}x{c['shape'][1]} {c['seconds']:.1f}/{w['seconds']:.1f}"
         for c, w in zip(cold["per"], warm["per"], strict=True)))

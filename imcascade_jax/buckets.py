@@ -1,20 +1,27 @@
-"""Compile once per shape family: least-squares fits on images padded to a few bucket shapes.
+"""Compile once per shape family: least-squares fits on images padded to a few shapes.
 
 A compiled fit depends on the image shape, so a process fitting cutouts of many sizes would
-compile (5-8 CPU seconds) for each. Here each axis is padded up to the next size of a fixed
-geometric grid (:data:`BUCKET_SIZES`: ``40 * 1.5^k`` rounded up to a multiple of 8) with zero
-data and zero weight: padded pixels add nothing to chi2, to the gradient or to ``J^T J``, so
-the fit is the same one (equal to rounding), and every image whose sizes fall in the same grid
-interval shares one compiled program. Near-square images (sides within
-``SQUARE_ASPECT`` of each other) get a square bucket, so that a square cutout and a slightly
-rectangular one of similar size share it too.
+compile (4-10 CPU seconds) for each. Here an image is padded with zero data and zero weight:
+padded pixels add nothing to chi2, to the gradient or to ``J^T J``, so the fit is the same one
+(equal to rounding; the tests check 1e-8), and images of different shapes share a program.
 
-Images from 60 to 300 px fall in five intervals per axis (64, 96, 136, 208, 304); 20 cutouts of
-random sizes in that range need 4-6 programs (times 2 when both of 1.1's default component
-counts, 7 and 9, occur in one interval). The price is pixels: a compiled fit step costs about
-its pixel count, and the padded area is on average 1.5x the image's (sides 60 to 300 px), at
-worst 2.3x for square images (137x137 -> 208x208) and 2.6x for near-square ones (120x137 ->
-208x208). On the CPU one avoided compilation (5-8 s) pays for hundreds of padded fit steps.
+Which shape an image is fitted on:
+
+- its own bucket (:func:`bucket_shape`): each side rounded up to a multiple of 16, at least
+  112 (:data:`MIN_BUCKET`; small fits are cheap, compilations are not), square for near-square
+  images (sides within ``SQUARE_ASPECT``), so that a square cutout and a slightly
+  rectangular one of similar size share it. A single 150x150 fit runs on 160x160 (1.14x the
+  pixels; a compiled fit step costs about its pixel count);
+- unless a program already compiled in this process, for the same model structure, covers the
+  image with at most :data:`REUSE_AREA` times its own bucket's area (:func:`reusable`): then
+  the smallest such one is reused (:func:`choose_shape`). The choice thus depends on what the
+  process fitted before; the answer does not (to rounding).
+
+The 20 cutouts of ``benchmarks/many_shapes.py`` (60-300 px, in their order) need 5 programs (1.1's
+default component counts, 7 up to 100 rows and 9 above, are different programs) with the padded
+area 1.25x the images' (a fixed 1.5x grid of sizes, 64/96/136/208/304, needed 6 programs, at
+1.38x, and padded a 150x150 image to 208x208, 1.92x). On the CPU one avoided compilation pays
+for many padded fit steps; on a fit of one image, padding is all cost.
 
 Pixel coordinates are unchanged (padding is appended after the last row and column), so
 centres need no shift; the tilted-plane sky keeps its reference point through
@@ -26,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
@@ -40,27 +47,20 @@ from imcascade_jax.model import Model
 
 logger = logging.getLogger("imcascade_jax")
 
-_GRID_START, _GRID_RATIO, _GRID_STEP = 40, 1.5, 8
+#: Bucket sizes along one axis are multiples of this ...
+BUCKET_STEP = 16
+#: ... and at least this: every image up to 112 px (1.1's 7-component images, up to 100 rows,
+#: included) shares one program per model structure; a fit of 112x112 px is cheap.
+MIN_BUCKET = 112
 #: Images whose longer side is at most this factor of the shorter one get a square bucket.
 SQUARE_ASPECT = 1.15
-
-
-def _grid(limit: int = 20000) -> tuple[int, ...]:
-    sizes, k = [], 0
-    while not sizes or sizes[-1] < limit:
-        size = _GRID_STEP * math.ceil(_GRID_START * _GRID_RATIO**k / _GRID_STEP)
-        if not sizes or size > sizes[-1]:
-            sizes.append(size)
-        k += 1
-    return tuple(sizes)
-
-
-#: Bucket sizes along one axis: ``40 * 1.5^k`` rounded up to a multiple of 8.
-BUCKET_SIZES = _grid()
+#: A program compiled for a larger shape is reused when its area is at most this factor of the
+#: image's own bucket area.
+REUSE_AREA = 2.0
 
 
 def bucket_size(n: int) -> int:
-    """The smallest bucket size >= ``n`` (``n`` itself for ``n <= 16``: tiny images are cheap).
+    """``n`` rounded up to a multiple of :data:`BUCKET_STEP`, at least :data:`MIN_BUCKET`.
 
     Raises
     ------
@@ -69,17 +69,11 @@ def bucket_size(n: int) -> int:
     """
     if int(n) != n or n < 1:
         raise ValueError(f"'n' must be a positive integer, got {n!r}")
-    n = int(n)
-    if n <= 16:
-        return n
-    for size in BUCKET_SIZES:
-        if size >= n:
-            return size
-    return _GRID_STEP * math.ceil(n / _GRID_STEP)
+    return max(MIN_BUCKET, BUCKET_STEP * math.ceil(int(n) / BUCKET_STEP))
 
 
 def bucket_shape(shape: Sequence[int]) -> tuple[int, int]:
-    """The padded shape an image of ``shape`` (nx, ny) is fitted on.
+    """The image's own bucket: the padded shape it is fitted on when no larger program is reused.
 
     Each axis is bucketed (:func:`bucket_size`); a near-square image (longer side at most
     ``SQUARE_ASPECT`` times the shorter) gets the square bucket of its longer side.
@@ -90,6 +84,28 @@ def bucket_shape(shape: Sequence[int]) -> tuple[int, int]:
     if max(shape) <= SQUARE_ASPECT * min(shape):
         nx = ny = max(nx, ny)
     return nx, ny
+
+
+def reusable(shape: Sequence[int], compiled: Sequence[int]) -> bool:
+    """Whether an image of ``shape`` may be fitted on a program compiled for ``compiled``.
+
+    ``compiled`` must cover the image on both axes, with an area of at most
+    :data:`REUSE_AREA` times the image's own bucket's.
+    """
+    own = bucket_shape(shape)
+    return (compiled[0] >= shape[0] and compiled[1] >= shape[1]
+            and compiled[0] * compiled[1] <= REUSE_AREA * own[0] * own[1])
+
+
+def choose_shape(shape: Sequence[int], compiled: Iterable[Sequence[int]]) -> tuple[int, int]:
+    """The shape an image of ``shape`` is fitted on, given the shapes already compiled.
+
+    The smallest (in area) of ``compiled`` that :func:`reusable` allows, else the image's own
+    :func:`bucket_shape`. Which program an image gets thus depends on what was compiled before
+    in the process; the fit is the same to rounding (about 1e-12 relative) on any of them.
+    """
+    options = [(int(s[0]), int(s[1])) for s in compiled if reusable(shape, s)]
+    return min(options, key=lambda s: (s[0] * s[1], s)) if options else bucket_shape(shape)
 
 
 def pad_model(model: Model, shape: Sequence[int]) -> Model:
@@ -104,18 +120,20 @@ def pad_model(model: Model, shape: Sequence[int]) -> Model:
     return model.replace(shape=shape, sky_centre=centre)
 
 
-def pad_problem(model: Model, data: Any, weight: Any):
-    """Pad a fitting problem to its bucket shape with zero data and zero weight.
+def pad_problem(model: Model, data: Any, weight: Any, shape: Sequence[int] | None = None):
+    """Pad a fitting problem with zero data and zero weight.
 
     Parameters
     ----------
     model : Model
     data, weight : array_like, shape ``model.shape``
+    shape : (int, int), optional
+        The padded shape, at least ``model.shape``; default :func:`bucket_shape`.
 
     Returns
     -------
     padded_model : Model
-    padded_data, padded_weight : numpy.ndarray, shape ``bucket_shape(model.shape)``
+    padded_data, padded_weight : numpy.ndarray, shape ``shape``
     crop : tuple of slice
         Index that cuts a padded image back to ``model.shape``.
     """
@@ -123,7 +141,9 @@ def pad_problem(model: Model, data: Any, weight: Any):
     if data.shape != tuple(model.shape) or weight.shape != tuple(model.shape):
         raise ValueError(f"'data' {data.shape} and 'weight' {weight.shape} must have the "
                          f"model's shape {tuple(model.shape)}")
-    target = bucket_shape(model.shape)
+    target = bucket_shape(model.shape) if shape is None else (int(shape[0]), int(shape[1]))
+    if target[0] < data.shape[0] or target[1] < data.shape[1]:
+        raise ValueError(f"'shape' {target} is smaller than the model's {tuple(model.shape)}")
     pad = ((0, target[0] - data.shape[0]), (0, target[1] - data.shape[1]))
     crop = (slice(0, model.shape[0]), slice(0, model.shape[1]))
     return pad_model(model, target), np.pad(data, pad), np.pad(weight, pad), crop
@@ -141,7 +161,9 @@ def crop_result(result, padded_shape: Sequence[int], crop: tuple[slice, slice]):
 
 # -- compiled programs -------------------------------------------------------------------------
 _PROGRAMS: dict[Any, Any] = {}
-_STATS = {"compiled": 0, "compile_seconds": 0.0}
+# Shapes with a compiled program (for any model structure).
+_SHAPES: set[tuple[int, int]] = set()
+_STATS = {"compiled": 0, "compile_seconds": 0.0, "fits": 0, "pixels": 0, "padded_pixels": 0}
 
 
 def compile_stats() -> dict[str, float]:
@@ -150,15 +172,28 @@ def compile_stats() -> dict[str, float]:
     Returns
     -------
     dict
-        ``{'compiled': int, 'compile_seconds': float}`` (a copy).
+        ``{'compiled': int, 'compile_seconds': float, 'fits': int, 'pixels': int,
+        'padded_pixels': int}`` (a copy): also the fits run and their pixels before and after
+        padding.
     """
     return dict(_STATS)
 
 
 def _key(args, options, periodic_phi):
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    avals = tuple((np.shape(x), np.result_type(getattr(x, "dtype", x)).name) for x in leaves)
+    avals = tuple((tuple(x.shape) if hasattr(x, "shape") else np.shape(x),
+                   np.result_type(getattr(x, "dtype", x)).name) for x in leaves)
     return treedef, avals, options, bool(periodic_phi)
+
+
+def _fit_shape(model: Model, vectors, options, periodic_phi) -> tuple[int, int]:
+    """:func:`choose_shape` among the shapes compiled for this model's structure."""
+    def compiled(shape):
+        image = jax.ShapeDtypeStruct(shape, model.dtype)
+        return _key((pad_model(model, shape), image, image, *vectors), options,
+                    periodic_phi) in _PROGRAMS
+
+    return choose_shape(model.shape, [s for s in _SHAPES if reusable(model.shape, s) and compiled(s)])
 
 
 def _announce(model: Model, original: Sequence[int], log: logging.Logger) -> None:
@@ -177,8 +212,9 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
                   periodic_phi: bool = True, log: logging.Logger | None = None):
     """:func:`imcascade_jax.fit.least_squares` on the bucket-padded problem, cropped back.
 
-    Compiles one program per bucket shape and model structure (announced at INFO level on the
-    ``imcascade_jax`` logger) and reuses it for every image of that family.
+    Pads to :func:`choose_shape`'s shape: compiles a program per bucket shape and model
+    structure (announced at INFO level on the ``imcascade_jax`` logger) unless a compiled one
+    may be reused.
 
     Parameters
     ----------
@@ -192,16 +228,17 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     Returns
     -------
     FitResult
-        As :func:`imcascade_jax.fit.least_squares`, every image-shaped field (residuals,
-        Jacobian) cropped to ``model.shape``; other fields pass through.
+        As :func:`imcascade_jax.fit.least_squares`, as NumPy arrays, every image-shaped field
+        (residuals, Jacobian) cropped to ``model.shape``; other fields pass through.
     """
     check_shapes(model, data, weight, x0, lb, ub)
     if is_concrete(data, weight, x0, lb, ub):
         check_problem(model, data, weight, x0, lb, ub, periodic_phi)
-    padded_model, data_p, weight_p, crop = pad_problem(model, data, weight)
     dtype = model.dtype
-    args = (padded_model, jnp.asarray(data_p, dtype), jnp.asarray(weight_p, dtype),
-            jnp.asarray(x0, dtype), jnp.asarray(lb, dtype), jnp.asarray(ub, dtype))
+    vectors = tuple(jnp.asarray(v, dtype) for v in (x0, lb, ub))
+    target = _fit_shape(model, vectors, options, periodic_phi)
+    padded_model, data_p, weight_p, crop = pad_problem(model, data, weight, target)
+    args = (padded_model, jnp.asarray(data_p, dtype), jnp.asarray(weight_p, dtype), *vectors)
     key = _key(args, options, periodic_phi)
     program = _PROGRAMS.get(key)
     if program is None:
@@ -211,5 +248,10 @@ def least_squares(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
         _STATS["compiled"] += 1
         _STATS["compile_seconds"] += time.perf_counter() - start
         _PROGRAMS[key] = program
-    result = program(*args)
+        _SHAPES.add(tuple(padded_model.shape))
+    _STATS["fits"] += 1
+    _STATS["pixels"] += model.shape[0] * model.shape[1]
+    _STATS["padded_pixels"] += target[0] * target[1]
+    # Cropped in NumPy: slicing a JAX array would compile a program for each image shape.
+    result = jax.device_get(program(*args))
     return crop_result(result, padded_model.shape, crop)

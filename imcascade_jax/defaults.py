@@ -165,13 +165,14 @@ def starting_point(img: np.ndarray, mask: np.ndarray, sig: np.ndarray, n_sky: in
         for i, g in enumerate(guesses):
             init = dict_add(init, f"sky{i}", g)
             bounds = dict_add(bounds, f"sky{i}", [-abs(init[f"sky{i}"]) * 10, abs(init[f"sky{i}"]) * 10])
-        sky_params = [init[f"sky{i}"] for i in range(n_sky)]
-        sky = sky_image(sky_params) if sky_image is not None else sky_params[0]
-        flux_guess = float(np.sum((img - sky)[good]))
-    else:
-        flux_guess = float(np.sum(img[good]))
     if init.get("flux") is None:
-        init["flux"] = flux_guess
+        # Only here: the sky image is an image-shaped computation (a compilation per shape).
+        if n_sky:
+            sky_params = [init[f"sky{i}"] for i in range(n_sky)]
+            sky = sky_image(sky_params) if sky_image is not None else sky_params[0]
+            init["flux"] = float(np.sum((img - sky)[good]))
+        else:
+            init["flux"] = float(np.sum(img[good]))
     init = dict_add(init, "re", 5.0)
     if not init["flux"] > 0:
         raise ValueError(f"the flux guess must be positive (got {init['flux']}); give "

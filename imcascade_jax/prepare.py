@@ -25,15 +25,17 @@ Differences from 1.1, all deliberate:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import numbers
 import warnings
+from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from imcascade_jax import inputs
+from imcascade_jax import inputs, psf_decompose
 from imcascade_jax.detect import detect_target
 from imcascade_jax.errors import NoUsablePixelsError, PSFError, SetupError
 from imcascade_jax.psf_decompose import decompose_psf
@@ -70,8 +72,66 @@ def read_image(value: Any, name: str) -> np.ndarray:
     return inputs.as_array(value, name)
 
 
+#: Decompositions :func:`fit_psf` remembers (least recently used dropped first).
+PSF_CACHE_SIZE = 16
+
+# key -> (widths, weights, warnings raised while decomposing); see psf_cache_key.
+_PSF_CACHE: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, tuple[tuple[type, str], ...]]] = \
+    OrderedDict()
+_PSF_CACHE_STATS = {"hits": 0, "misses": 0}
+
+
+def psf_cache_key(psf: np.ndarray, oversamp: float) -> bytes:
+    """Content key of a decomposition: SHA-256 of the PSF's bytes, shape and dtype, ``oversamp``
+    and the decomposition's settings."""
+    arr = np.ascontiguousarray(psf)
+    digest = hashlib.sha256(arr.tobytes())
+    digest.update(repr((arr.shape, arr.dtype.str, float(oversamp), "auto",
+                        psf_decompose.DECOMPOSITION_SETTINGS)).encode())
+    return digest.digest()
+
+
+def psf_cache_info() -> dict[str, int]:
+    """``{'hits', 'misses', 'size', 'maxsize'}`` of :func:`fit_psf`'s decomposition cache."""
+    return {**_PSF_CACHE_STATS, "size": len(_PSF_CACHE), "maxsize": PSF_CACHE_SIZE}
+
+
+def clear_psf_cache() -> None:
+    """Forget every decomposition :func:`fit_psf` remembers (and its hit/miss counts)."""
+    _PSF_CACHE.clear()
+    _PSF_CACHE_STATS.update(hits=0, misses=0)
+
+
+def decompose_psf_cached(psf: np.ndarray, oversamp: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~imcascade_jax.psf_decompose.decompose_psf`, remembered by the PSF's content.
+
+    Fitting many cutouts that share a few PSFs decomposes each PSF once. Copies are returned,
+    so callers cannot change what is remembered; warnings the decomposition raised are raised
+    again on every call. Errors are not remembered (the next call raises again).
+    """
+    key = psf_cache_key(psf, oversamp)
+    entry = _PSF_CACHE.get(key)
+    if entry is None:
+        _PSF_CACHE_STATS["misses"] += 1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sig, a = decompose_psf(psf, oversamp=oversamp)
+        entry = (sig, a, tuple((w.category, str(w.message)) for w in caught))
+        _PSF_CACHE[key] = entry
+        while len(_PSF_CACHE) > PSF_CACHE_SIZE:
+            _PSF_CACHE.popitem(last=False)
+    else:
+        _PSF_CACHE_STATS["hits"] += 1
+        _PSF_CACHE.move_to_end(key)
+    for category, message in entry[2]:
+        warnings.warn(message, category, stacklevel=4)
+    return entry[0].copy(), entry[1].copy()
+
+
 def fit_psf(psf: Any, oversamp: float = 1.0) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Gaussian decomposition of a pixelised PSF, the number chosen automatically (None: no PSF).
+
+    Remembered by content (:func:`decompose_psf_cached`): a PSF seen before costs a hash.
 
     Raises
     ------
@@ -82,7 +142,7 @@ def fit_psf(psf: Any, oversamp: float = 1.0) -> tuple[np.ndarray | None, np.ndar
         logger.info("No PSF given")
         return None, None
     try:
-        psf_sig, psf_a = decompose_psf(read_image(psf, "psf"), oversamp=oversamp)
+        psf_sig, psf_a = decompose_psf_cached(read_image(psf, "psf"), oversamp)
     except ValueError as exc:
         raise PSFError(f"'psf': {exc}") from None
     logger.info("Fit PSF with %i components", len(psf_sig))

@@ -49,6 +49,10 @@ _MIN_ANNULI = 3
 # Options of each 1-D least-squares run. The widths are degenerate (flat valleys in chi2);
 # tighter tolerances or more evaluations move them by < 0.1% but cost several times longer.
 _LSQ_OPTIONS = {"ftol": 1e-6, "xtol": 1e-6, "gtol": 1e-6, "max_nfev": 100}
+#: Every setting the automatic decomposition depends on (part of a cache key: a change to any of
+#: them must give a new key).
+DECOMPOSITION_SETTINGS = (tuple(sorted(_LSQ_OPTIONS.items())), _MIN_SIG, _MAX_SIG, _LOG_FLOOR,
+                          _WEIGHT_EPS, _MIN_SIG_SEPARATION, _MIN_ANNULI)
 
 
 def check_psf(data: np.ndarray) -> None:

@@ -21,7 +21,7 @@ SIG = np.array([0.8, 1.6, 3.2, 6.4])
 PSF_SIG, PSF_A = np.array([1.1, 2.4]), np.array([0.75, 0.25])
 # Tilted sky with clear slopes: padding must not move its reference point.
 TRUTH = np.array([21.3, 26.6, 0.6, 0.7, 1.3, 1.6, 1.4, 0.9, 0.05, 2e-3, -3e-3])
-SHAPE = (45, 50)  # near-square: buckets to (64, 64)
+SHAPE = (45, 50)  # buckets to (112, 112)
 
 
 def _problem(shape, psf_sig=PSF_SIG, seed=0):
@@ -37,24 +37,52 @@ def _problem(shape, psf_sig=PSF_SIG, seed=0):
     return model, data, weight, x0, lb, ub
 
 
-def test_bucket_grid_compiles_few_programs_for_20_shapes():
-    rng = np.random.default_rng(1)
-    sides = rng.integers(60, 301, size=20)
-    shapes = [(int(n), int(n)) for n in sides]
-    assert len({buckets.bucket_shape(s) for s in shapes}) <= 6
-    # Over every size from 60 to 300 px: five sizes per axis; area overhead at most 2.31x
-    # for square images, 2.64x for near-square ones, 1.47x on average.
-    assert {buckets.bucket_size(n) for n in range(60, 301)} == {64, 96, 136, 208, 304}
-    overhead = [(buckets.bucket_size(n) / n) ** 2 for n in range(60, 301)]
-    assert max(overhead) == pytest.approx((208 / 137) ** 2)
-    assert np.mean(overhead) < 1.5
-    assert buckets.bucket_shape((120, 137)) == (208, 208)  # near-square: one square bucket
-    assert buckets.bucket_shape((60, 81)) == (64, 96)  # elongated: each axis on its own
-    assert all(buckets.bucket_size(n) >= n and buckets.bucket_size(n) % 8 == 0
-               for n in range(17, 5000))
-    assert buckets.bucket_size(7) == 7
+# The 20 shapes of benchmarks/many_shapes.py, in its order.
+MANY_SHAPES = [(129, 141), (269, 269), (199, 199), (213, 225), (177, 177), (111, 111),
+               (298, 300), (72, 72), (172, 172), (126, 123), (254, 254), (273, 273), (88, 98),
+               (61, 61), (261, 261), (263, 273), (190, 190), (250, 250), (236, 233), (91, 91)]
+
+
+def test_own_buckets_are_multiples_of_16_square_for_near_square_images():
+    assert buckets.bucket_size(150) == 160 and buckets.bucket_size(160) == 160
+    assert all(buckets.bucket_size(n) >= n and buckets.bucket_size(n) % 16 == 0
+               for n in range(1, 5000))
+    # Every image up to 112 px shares the smallest bucket.
+    assert {buckets.bucket_size(n) for n in range(1, 113)} == {112}
+    assert buckets.bucket_shape((150, 150)) == (160, 160)  # 1.14x the pixels
+    assert buckets.bucket_shape((120, 137)) == (144, 144)  # near-square: one square bucket
+    assert buckets.bucket_shape((60, 181)) == (112, 192)  # elongated: each axis on its own
     with pytest.raises(ValueError, match="'n'"):
         buckets.bucket_size(0)
+
+
+def test_a_compiled_larger_program_is_reused_within_the_area_limits():
+    assert buckets.reusable((150, 150), (208, 208))  # 43264 px <= 2 x 160^2
+    assert not buckets.reusable((150, 150), (240, 240))  # 57600 px > 2 x 160^2
+    assert not buckets.reusable((150, 150), (208, 144))  # does not cover the image
+    assert buckets.reusable((40, 40), (144, 144))  # <= 2 x 112^2
+    assert not buckets.reusable((40, 40), (176, 176))
+    assert buckets.choose_shape((150, 150), []) == (160, 160)
+    assert buckets.choose_shape((150, 150), [(240, 240), (208, 208), (176, 176)]) == (176, 176)
+    assert buckets.choose_shape((150, 150), [(240, 240)]) == (160, 160)
+
+
+def test_20_shapes_need_5_programs_and_little_padding():
+    """The many-shapes benchmark's sequence: 5 programs (7 and 9 components apart), the padded
+    area 1.25x the images' (1.38x on a fixed 1.5x grid, which needs 6)."""
+    compiled = {7: [], 9: []}
+    pixels = padded = 0
+    for shape in MANY_SHAPES:
+        n = 9 if shape[0] > 100 else 7  # initialize_fitter's default component count
+        target = buckets.choose_shape(shape, compiled[n])
+        assert target[0] >= shape[0] and target[1] >= shape[1]
+        if target not in compiled[n]:
+            compiled[n].append(target)
+        pixels += shape[0] * shape[1]
+        padded += target[0] * target[1]
+    assert compiled[7] == [(112, 112)]
+    assert compiled[9] == [(144, 144), (272, 272), (192, 192), (304, 304)]
+    assert padded / pixels == pytest.approx(1.25, abs=0.005)
 
 
 render_jit = jax.jit(render)
@@ -63,7 +91,7 @@ render_jit = jax.jit(render)
 def test_padded_problem_keeps_the_sky_reference_point():
     model, data, weight, *_ = _problem(SHAPE)
     padded, data_p, weight_p, crop = buckets.pad_problem(model, data, weight)
-    assert padded.shape == (64, 64) and data_p.shape == weight_p.shape == (64, 64)
+    assert padded.shape == (112, 112) and data_p.shape == weight_p.shape == (112, 112)
     np.testing.assert_array_equal(np.asarray(padded.sky_centre), [22.5, 25.0])
     assert np.all(weight_p[45:] == 0) and np.all(weight_p[:, 50:] == 0)
     np.testing.assert_array_equal(weight_p[crop], weight)
@@ -84,9 +112,11 @@ class _Notes(logging.Handler):
 
 @pytest.fixture(scope="module")
 def fits():
-    """A direct fit of a 50x70 image and bucket-padded fits (64x96) of it and of a 60x81 image
-    with another PSF; the compilations and notes the padded fits caused."""
-    problems = [_problem((50, 70), seed=2), _problem((60, 81), PSF_SIG * [0.9, 1.2], seed=3)]
+    """A direct fit of a 130x100 image and bucket-padded fits (144x112) of it, of a 128x98 image
+    with another PSF and of a 120x90 image (their own bucket, 128x112, is not compiled: they
+    reuse 144x112); the compilations and notes the padded fits caused."""
+    problems = [_problem((130, 100), seed=2), _problem((128, 98), PSF_SIG * [0.9, 1.2], seed=3),
+                _problem((120, 90), seed=4)]
     direct = core_fit.least_squares_jit(*problems[0], core_fit.DEFAULT_OPTIONS, True)
     logger = logging.getLogger("imcascade_jax")
     notes, level = _Notes(), logger.level
@@ -118,14 +148,16 @@ def test_padded_fit_equals_unpadded_fit(fits):
 
 
 def test_one_program_for_shapes_and_psfs_of_one_family(fits):
-    """Two shapes of one bucket and two different PSFs: a single compilation, announced once."""
+    """Two shapes of one bucket, two different PSFs, and a smaller shape that reuses the
+    compiled program: a single compilation, announced once."""
     models = [p[0] for p in fits["problems"]]
     assert models[0].psf_sig[0] != models[1].psf_sig[0]
     padded = [buckets.pad_problem(*p[:3])[0] for p in fits["problems"]]
-    assert padded[0].shape == padded[1].shape == (64, 96)
-    assert jax.tree_util.tree_structure(padded[0]) == jax.tree_util.tree_structure(padded[1])
+    assert [p.shape for p in padded] == [(144, 112), (128, 112), (128, 112)]
+    reused = [buckets.pad_problem(*p[:3], shape=(144, 112))[0] for p in fits["problems"]]
+    assert len({jax.tree_util.tree_structure(p) for p in reused}) == 1
     assert fits["compiled"] == 1
-    assert len(fits["notes"]) == 1 and "50x70 images (padded to 64x96)" in fits["notes"][0]
+    assert len(fits["notes"]) == 1 and "130x100 images (padded to 144x112)" in fits["notes"][0]
     for model, res in zip(models, fits["padded"], strict=True):
         assert res.residuals.shape == model.shape and int(res.status) > 0
         assert abs(float(res.x[0]) - TRUTH[0]) < 0.05
