@@ -378,6 +378,19 @@ def _run_numpyro(fn, transform, inverse_mass, init_transform, x0, key, step_size
                       None if samples is None else np.asarray(samples))
 
 
+def _seed_array(seed: int) -> np.ndarray:
+    """``seed`` as a NumPy integer of JAX's default integer type (the program makes the key)."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        arr = np.asarray(seed)  # NumPy and JAX integer scalars
+        if arr.ndim or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"'seed' must be an integer, got {seed!r}")
+        seed = int(arr)
+    dtype = jax.dtypes.canonicalize_dtype(np.int64)
+    if not np.iinfo(dtype).min <= seed <= np.iinfo(dtype).max:
+        raise ValueError(f"'seed' must fit in {np.dtype(dtype).name}, got {seed}")
+    return np.asarray(seed, dtype)
+
+
 def _not_finite_error() -> ValueError:
     return ValueError("the log density is not finite at the initial position")
 
@@ -488,7 +501,7 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
                             step_size, jitter, **settings)
     # NumPy scalars (the key is made inside the program): no small programs compiled to
     # convert them.
-    seed_arr = np.asarray(seed, jax.dtypes.canonicalize_dtype(np.int64))
+    seed_arr = _seed_array(seed)
     args = (fn, tr, inverse_mass_matrix, itr, x0, seed_arr, np.asarray(step_size, x0.dtype),
             jitter)
     program, compile_s = compiled_program(_blackjax_program, args, settings,
