@@ -130,6 +130,7 @@ def main() -> None:
         fitter.run_nuts(method="express", num_samples=2000, num_warmup=1000, backend=backend,
                         progress_bar=False, seed=seed)
         wall = time.perf_counter() - t0  # the whole call: start, compile, run, diagnostics
+        compiles = _COMPILES[0] - before
         d = fitter.nuts_diagnostics
         stats = summarise(fitter)
         reused = name.endswith("reused")
@@ -142,7 +143,7 @@ def main() -> None:
         print(rows[-1], flush=True)
         print(f"  {name}: step size {np.round(d['step_size'], 3)}, divergences "
               f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}, "
-              f"wall {wall:.1f} s, XLA compilations {_COMPILES[0] - before} in run_nuts"
+              f"wall {wall:.1f} s, XLA compilations {compiles} in run_nuts"
               + ("" if reused else f" (+ {setup_compiles} in the set-up)"))
 
     if not args.skip_dynesty:
