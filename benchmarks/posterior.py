@@ -25,6 +25,7 @@ import argparse
 import os
 import time
 
+import jax
 import numpy as np
 
 from imcascade_jax.diagnostics import effective_sample_size
@@ -35,6 +36,15 @@ from imcascade_jax.synthetic import quickstart_data
 
 def _load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+#: XLA compilations so far (every program JAX compiles reports one backend compile).
+_COMPILES = [0]
+
+
+def _count_compile(name: str, _seconds: float, **_kwargs) -> None:
+    if name == "/jax/core/compile/backend_compile_duration":
+        _COMPILES[0] += 1
 
 
 def summarise(fitter, chains: int = 1) -> dict:
@@ -100,10 +110,14 @@ def main() -> None:
     t0 = time.perf_counter()
     fitter.run_ls_min()
     t_ls = time.perf_counter() - t0
+    jax.monitoring.register_event_duration_secs_listener(_count_compile)
+    before = _COMPILES[0]
     t0 = time.perf_counter()
     fitter.set_up_express_run()
     t_setup = time.perf_counter() - t0
-    print(f"least squares {t_ls:.1f} s (not counted below); express set-up {t_setup:.2f} s")
+    setup_compiles = _COMPILES[0] - before
+    print(f"least squares {t_ls:.1f} s (not counted below); express set-up {t_setup:.2f} s "
+          f"({setup_compiles} XLA compilations)")
 
     rows, results = [], {}
     runs = [("blackjax", 0, "blackjax")]
@@ -111,10 +125,12 @@ def main() -> None:
         runs.append(("numpyro", 0, "numpyro"))
     runs.append(("blackjax", 1, "blackjax-reused"))  # same shapes: the compiled program is reused
     for backend, seed, name in runs:
+        before = _COMPILES[0]
         t0 = time.perf_counter()
         fitter.run_nuts(method="express", num_samples=2000, num_warmup=1000, backend=backend,
                         progress_bar=False, seed=seed)
         wall = time.perf_counter() - t0  # the whole call: start, compile, run, diagnostics
+        compiles = _COMPILES[0] - before
         d = fitter.nuts_diagnostics
         stats = summarise(fitter)
         reused = name.endswith("reused")
@@ -127,7 +143,8 @@ def main() -> None:
         print(rows[-1], flush=True)
         print(f"  {name}: step size {np.round(d['step_size'], 3)}, divergences "
               f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}, "
-              f"wall {wall:.1f} s")
+              f"wall {wall:.1f} s, XLA compilations {compiles} in run_nuts"
+              + ("" if reused else f" (+ {setup_compiles} in the set-up)"))
 
     if not args.skip_dynesty:
         t0 = time.perf_counter()
@@ -166,7 +183,8 @@ def main() -> None:
                         f"{d['num_grad_evals']} grad", stats, d["min_ess"]))
         print(rows[-1], flush=True)
         print(f"  full: step size {np.round(d['step_size'], 3)}, divergences "
-              f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}")
+              f"{d['num_divergent']}, mean tree steps {d['mean_tree_steps']:.1f}, "
+              f"{1e3 * d['run_s'] / d['num_grad_evals']:.2f} ms per gradient")
 
     print()
     print("load (uptime) at end:", _load())

@@ -82,7 +82,7 @@ class PosteriorMethods:
         ref = None if fit is None else np.asarray(fit.x[4:], float)
         self._express = express.express_setup(self.model, self.img, self.weight, structural, ref)
         self._express_fit = fit
-        self.express_gauss_arr = np.moveaxis(np.asarray(self._express.basis[:self.Ndof_gauss]),
+        self.express_gauss_arr = np.moveaxis(np.asarray(self._express.basis)[:self.Ndof_gauss],
                                              0, -1)
         if fit is not None:
             self._set_ls_prior()

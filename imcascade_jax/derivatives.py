@@ -24,10 +24,14 @@ c_pyy``,
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from imcascade_jax.model import Model
+from imcascade_jax.params import unpack
 from imcascade_jax.render import (
     CUTOFF_Q,
     PIXEL_VAR,
@@ -37,8 +41,14 @@ from imcascade_jax.render import (
     pixel_offsets,
     psf_weighted,
     render_basis,
+    render_sky,
     weighted_sum,
 )
+
+_LN10 = 2.302585092994046
+#: Most groups of windowed components in :func:`tangent_windows` (each group is one more copy
+#: of the tangent computation in the compiled program).
+MAX_WINDOW_GROUPS = 2
 
 
 def supports_closed_form(model: Model) -> bool:
@@ -141,6 +151,132 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux):
     coef = (flux[:, None] * model.psf_a[None, :]).ravel()
     d_image = jnp.stack([weighted_sum(coef, o) for o in outputs[1:]])
     return basis, d_image
+
+
+def tangent_windows(model: Model) -> tuple[tuple[int, tuple[int, ...]], ...] | None:
+    """Static plan of square windows for :func:`structural_vjp` (hybrid mode only).
+
+    In hybrid mode a convolved component ``(k, j)`` is exactly zero beyond ``sqrt(CUTOFF_Q)``
+    sigma, so its derivatives need only the pixels of a window of half-size ``h`` about the
+    rounded centre, with ``h - 1/2`` at least that radius along its major axis (at most
+    ``sqrt(sig_k^2 + psf_sig_j^2 max(1, psf_q^2) + 1/12)`` for any ``q <= 1``). Components are
+    grouped (at most :data:`MAX_WINDOW_GROUPS` window sizes plus the full frame) so that the
+    fewest pixels are evaluated. The plan reads the widths' values: a model with traced widths,
+    or one outside hybrid mode, gets ``None`` (full frame for every component).
+
+    Returns
+    -------
+    tuple of (int, tuple of int), or None
+        ``(half, components)`` per group, components as flat indices ``k * P + j``;
+        ``half = -1`` for the full frame.
+    """
+    if not supports_closed_form(model) or model.render_mode != "hybrid":
+        return None
+    try:
+        sig, psf_sig = np.asarray(model.sig, float), np.asarray(model.psf_sig, float)
+        psf_q = np.asarray(model.psf_q, float) if model.elliptical_psf else np.ones(1)
+    except jax.errors.TracerArrayConversionError:
+        return None
+    stretch = max(1.0, float(np.max(psf_q)) ** 2)
+    major = np.sqrt(sig[:, None] ** 2 + stretch * psf_sig[None, :] ** 2 + PIXEL_VAR).ravel()
+    half = np.ceil(np.sqrt(CUTOFF_Q) * major + 0.5).astype(int) + 1
+    nx, ny = model.shape
+    order = np.argsort(half, kind="stable")
+
+    def plan(cuts):
+        bounds = (0, *cuts, len(half))
+        groups, cost = [], 0
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            h = int(half[order[b - 1]])
+            size = 2 * h + 1
+            if size >= min(nx, ny):
+                h, cost = -1, cost + (b - a) * nx * ny
+            else:
+                cost += (b - a) * size * size
+            groups.append((h, tuple(sorted(int(i) for i in order[a:b]))))
+        return cost, groups
+
+    options = [plan(cuts) for n in range(MAX_WINDOW_GROUPS + 1)
+               for cuts in itertools.combinations(range(1, len(half)), n)]
+    _, groups = min(options, key=lambda option: option[0])
+    merged: dict[int, tuple[int, ...]] = {}
+    for h, idx in groups:
+        merged[h] = tuple(sorted(merged.get(h, ()) + idx))
+    if set(merged) == {-1}:
+        return None
+    return tuple(sorted(merged.items()))
+
+
+def structural_vjp(model: Model, x0, y0, q, phi, flux, cotangent: jax.Array,
+                   windows: tuple | None = None) -> jax.Array:
+    """``sum over pixels of cotangent * d image / d (x0, y0, q, phi)``, shape (4,).
+
+    The same numbers as contracting :func:`basis_and_tangents`' derivative images with
+    ``cotangent``, without forming them; with a :func:`tangent_windows` plan, components are
+    evaluated only in their windows (the derivatives of a reverse-mode gradient at a fraction
+    of the pixels). ``supports_closed_form(model)`` must hold.
+    """
+    nx, ny = model.shape
+    dtype = model.dtype
+    x0, y0, q, phi = (jnp.asarray(v, dtype) for v in (x0, y0, q, phi))
+    cov = tuple(c.ravel() for c in covariances(model, q, phi))
+    dq, dphi = (tuple(jnp.repeat(t, model.n_psf) for t in d)
+                for d in _galaxy_cov_derivatives(model, q, phi))
+    coef = (flux[:, None] * model.psf_a[None, :]).ravel()
+    hybrid = model.render_mode == "hybrid"
+    groups = windows if windows is not None else ((-1, tuple(range(coef.shape[0]))),)
+    total = jnp.zeros(4, dtype)
+    for half, idx in groups:
+        idx = np.asarray(idx)
+        if half < 0:
+            dx, dy, ct = pixel_offsets(x0, 0, nx, dtype), pixel_offsets(y0, 0, ny, dtype), cotangent
+        else:
+            # As the renderer's windows: about the rounded, clipped centre (pixels outside the
+            # image have a zero cotangent in the padding).
+            size = 2 * half + 1
+            xs = jnp.clip(jnp.round(jax.lax.stop_gradient(x0)), 0, nx - 1).astype(jnp.int32)
+            ys = jnp.clip(jnp.round(jax.lax.stop_gradient(y0)), 0, ny - 1).astype(jnp.int32)
+            dx = pixel_offsets(x0, xs - half, size, dtype)
+            dy = pixel_offsets(y0, ys - half, size, dtype)
+            ct = jax.lax.dynamic_slice(jnp.pad(cotangent, half), (xs, ys), (size, size))
+        outputs = values_and_tangents(dx, dy, tuple(c[idx] for c in cov),
+                                      tuple(t[idx] for t in dq), tuple(t[idx] for t in dphi),
+                                      hybrid)
+        total = total + jnp.stack([jnp.sum(weighted_sum(coef[idx], o) * ct)
+                                   for o in outputs[1:]])
+    return total
+
+
+def param_vjp(model: Model, param: jax.Array, basis: jax.Array, cotangent: jax.Array,
+              windows: tuple | None = None) -> jax.Array:
+    """``J^T v``: the cotangent image ``v`` pulled back to the flat parameters (``J`` the model
+    image's Jacobian, :func:`imcascade_jax.fit.model_and_jacobian`'s, never formed).
+
+    Parameters
+    ----------
+    model : Model
+        ``supports_closed_form(model)`` must hold.
+    param : jax.Array, shape (Ndof,)
+    basis : jax.Array, shape (N, nx, ny)
+        ``render_basis`` at ``param`` (the flux columns, up to ``d flux / d param``).
+    cotangent : jax.Array, shape (nx, ny)
+    windows : tuple, optional
+        A :func:`tangent_windows` plan for the structural columns.
+
+    Returns
+    -------
+    jax.Array, shape (Ndof,)
+    """
+    p = unpack(model, param)
+    g_struct = structural_vjp(model, p.x0, p.y0, p.q, p.phi, p.flux, cotangent, windows)
+    dflux_da = p.flux * _LN10 if model.log_weight_scale else jnp.ones_like(p.flux)
+    parts = [g_struct, jnp.tensordot(basis, cotangent, axes=2) * dflux_da]
+    if model.n_sky:
+        # The sky is linear in its parameters: its columns are the sky images of unit vectors.
+        eye = jnp.eye(model.n_sky, dtype=param.dtype)
+        sky = jax.vmap(lambda e: render_sky(model, e))(eye)
+        parts.append(jnp.tensordot(sky, cotangent, axes=2))
+    return jnp.concatenate(parts)
 
 
 def basis_and_tangents_autodiff(model: Model, x0, y0, q, phi, flux):

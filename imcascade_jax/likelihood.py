@@ -9,9 +9,11 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from imcascade_jax.derivatives import param_vjp, supports_closed_form
 from imcascade_jax.fit import model_and_jacobian
 from imcascade_jax.model import Model
-from imcascade_jax.render import render
+from imcascade_jax.params import unpack
+from imcascade_jax.render import render, render_basis, render_sky, weighted_sum
 
 LIKELIHOODS = ("gaussian", "poisson")
 _LOG2PI = 1.8378770664093453
@@ -119,27 +121,39 @@ def _instantiate(tangent):
         tangent, is_leaf=lambda t: isinstance(t, SymbolicZero))
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _full_log_like(likelihood, model, img, weight, param):
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _full_log_like(likelihood, windows, model, img, weight, param):
     return image_log_like(likelihood, render(model, param), img, weight)
 
 
+def _image_and_gradient(likelihood, windows, model, img, weight, param):
+    """Model image, ``d logL / d image`` and ``d logL / d param`` (``J^T dlogL/dimage``)."""
+    if supports_closed_form(model):
+        # J^T v from the closed-form structural derivatives, never forming J (in the
+        # windows of the plan), and the renderer's basis for the flux columns.
+        p = unpack(model, param)
+        basis = render_basis(model, p.x0, p.y0, p.q, p.phi)
+        image = weighted_sum(p.flux, basis) + render_sky(model, p.sky)
+        dl_dimage = image_log_like_grad(likelihood, image, img, weight)
+        return image, dl_dimage, param_vjp(model, param, basis, dl_dimage, windows)
+    image, jac = model_and_jacobian(model, param)
+    dl_dimage = image_log_like_grad(likelihood, image, img, weight)
+    return image, dl_dimage, jnp.tensordot(jac, dl_dimage, axes=2)
+
+
 @partial(_full_log_like.defjvp, symbolic_zeros=True)
-def _full_log_like_jvp(likelihood, primals, tangents):
+def _full_log_like_jvp(likelihood, windows, primals, tangents):
     model, img, weight, param = primals
     d_model, d_img, d_weight, d_param = tangents
     if _is_zero(d_param):  # no Jacobian needed
         image = render(model, param)
+        dl_dimage = image_log_like_grad(likelihood, image, img, weight)
     else:
-        image, jac = model_and_jacobian(model, param)
+        image, dl_dimage, g = _image_and_gradient(likelihood, windows, model, img, weight, param)
     value = image_log_like(likelihood, image, img, weight)
     ok = jnp.isfinite(value)
-    dl_dimage = image_log_like_grad(likelihood, image, img, weight)
     out = jnp.zeros_like(value)
     if not _is_zero(d_param):
-        # The gradient from the image's Jacobian (closed-form structural columns): several
-        # times cheaper than differentiating the renderer.
-        g = jnp.tensordot(jac, dl_dimage, axes=2)
         out = out + jnp.where(ok & jnp.isfinite(g), g, 0.0) @ d_param.astype(g.dtype)
     if not (_is_zero(d_img) and _is_zero(d_weight)):
         p_img, p_weight = _data_partials(likelihood, image, img, weight)
@@ -155,20 +169,24 @@ def _full_log_like_jvp(likelihood, primals, tangents):
 
 
 def full_log_like(model: Model, img: jax.Array, weight: jax.Array, param: jax.Array,
-                  likelihood: str = "gaussian") -> jax.Array:
+                  likelihood: str = "gaussian", windows: tuple | None = None) -> jax.Array:
     """Log-likelihood of a full parameter vector (renders the model).
 
     Differentiable (forward and reverse mode) with respect to ``img``, ``weight``, ``param``
     and the model's arrays; the derivative is a ``jax.custom_jvp``: ``(J dlogL/dimage) .
-    dparam`` with the image's Jacobian ``J`` from :func:`imcascade_jax.fit.model_and_jacobian`
-    (closed-form structural columns, several times cheaper than differentiating the
-    renderer), exact expressions for the data and weights, and the renderer's own derivative
-    for the model's arrays. Only the tangents that are not zero are computed.
+    dparam`` with the image's Jacobian ``J`` (closed-form structural columns, several times
+    cheaper than differentiating the renderer; where they exist, ``J^T dlogL/dimage`` is
+    accumulated without forming ``J``: :func:`imcascade_jax.derivatives.param_vjp`), exact
+    expressions for the data and weights, and the renderer's own derivative for the model's
+    arrays. Only the tangents that are not zero are computed.
+
+    ``windows``: a :func:`imcascade_jax.derivatives.tangent_windows` plan of ``model`` (static;
+    the same numbers, fewer pixels evaluated for the structural derivatives).
     """
     check_likelihood(likelihood)
     dtype = model.dtype
-    return _full_log_like(likelihood, model, jnp.asarray(img, dtype), jnp.asarray(weight, dtype),
-                          jnp.asarray(param, dtype))
+    return _full_log_like(likelihood, windows, model, jnp.asarray(img, dtype),
+                          jnp.asarray(weight, dtype), jnp.asarray(param, dtype))
 
 
 def full_fisher(model: Model, weight: jax.Array, param: jax.Array,

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imcascade_jax.derivatives import tangent_windows
 from imcascade_jax.express import ExpressLogLike, ExpressProblem
 from imcascade_jax.likelihood import check_likelihood, full_fisher, full_log_like
 from imcascade_jax.model import Model
@@ -56,15 +57,21 @@ def _static(**kwargs):
 @_pytree_dataclass
 class FullLogLike:
     """Built-in full-mode log-likelihood of a full parameter vector (a pytree callable), with
-    its Gauss-Newton information :meth:`fisher`."""
+    its Gauss-Newton information :meth:`fisher`.
+
+    ``windows`` (static): a :func:`~imcascade_jax.derivatives.tangent_windows` plan of the
+    model for the gradient (``None``: full frame).
+    """
 
     model: Model
     img: jax.Array
     weight: jax.Array
     likelihood: str = _static(default="gaussian")
+    windows: tuple | None = _static(default=None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return full_log_like(self.model, self.img, self.weight, x, self.likelihood)
+        return full_log_like(self.model, self.img, self.weight, x, self.likelihood,
+                             self.windows)
 
     def fisher(self, x: jax.Array) -> jax.Array:
         """``J^T W J`` at ``x`` (see :func:`full_fisher`)."""
@@ -303,7 +310,8 @@ def full_log_density(model: Model, img: Any, weight: Any, prior: Prior,
     use_shape = ok if shape_coordinates is None else bool(shape_coordinates)
     dtype = model.dtype
     base = as_pytree_fn(log_like) if log_like is not None else \
-        FullLogLike(model, jnp.asarray(img, dtype), jnp.asarray(weight, dtype), likelihood)
+        FullLogLike(model, jnp.asarray(img, dtype), jnp.asarray(weight, dtype), likelihood,
+                    tangent_windows(model))
     if flux_scale is not None and model.log_weight_scale:
         flux_scale = jnp.asarray(flux_scale, dtype)
     else:

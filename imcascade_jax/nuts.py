@@ -23,6 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# blackjax at import (not on the first run): the sampler's first call then pays only for
+# tracing and compiling its program.
+from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.adaptation.window_adaptation import build_schedule
+from blackjax.mcmc import nuts as blackjax_nuts
+
 from imcascade_jax.express import ExpressLogLike
 from imcascade_jax.logdensity import LogDensity, Posterior, as_pytree_fn, laplace_inverse_mass
 from imcascade_jax.progress import ProgressBar, report_progress
@@ -86,8 +93,8 @@ def small_operations_only(logdensity: Any) -> bool:
 
 
 def _aval_key(leaf) -> tuple:
-    arr = jnp.asarray(leaf)
-    return arr.shape, arr.dtype, bool(getattr(arr, "weak_type", False))
+    aval = jax.typeof(leaf)  # of NumPy leaves too, without converting them
+    return aval.shape, aval.dtype, bool(aval.weak_type)
 
 
 def compiled_program(fun: Callable, args: tuple, static: dict,
@@ -161,8 +168,6 @@ def _transform_all(transform, z):
 def _schedule(num_warmup: int, total: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-iteration window stage (0 fast, 1 slow) and end-of-slow-window flags: blackjax's
     Stan schedule for the warmup, zeros for sampling."""
-    from blackjax.adaptation.window_adaptation import build_schedule
-
     stage = np.zeros(total, np.int32)
     window_end = np.zeros(total, bool)
     if num_warmup:
@@ -179,11 +184,7 @@ def _chain_step(logdensity: Callable, target_accept: float, max_tree_depth: int,
                 num_warmup: int):
     """``(key, state, adaptation, xs) -> (state, adaptation, outputs)``: one NUTS transition of
     one chain, then (in warmup) one update of the step size and mass-matrix adaptation."""
-    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
-    from blackjax.adaptation.step_size import dual_averaging_adaptation
-    from blackjax.mcmc import nuts
-
-    kernel = nuts.build_kernel()
+    kernel = blackjax_nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(target_accept)
     _, mm_update, mm_final = mass_matrix_adaptation(False)
 
@@ -237,9 +238,6 @@ def _over_chains(fun: Callable, in_axes: tuple, num_chains: int) -> Callable:
 def _run_chains(logdensity_u, keys, starts, step0, *, num_warmup, num_samples,
                 target_accept, max_tree_depth, progress_bar):
     """All chains (``vmap``-ed in each step), warmup and sampling: one ``lax.scan``."""
-    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
-    from blackjax.mcmc import nuts
-
     total = num_warmup + num_samples
     num_chains, ndim = starts.shape
     dtype = starts.dtype
@@ -251,7 +249,7 @@ def _run_chains(logdensity_u, keys, starts, step0, *, num_warmup, num_samples,
         # blackjax builds its matrices in the default float dtype: use the chain's.
         mm = jax.tree_util.tree_map(lambda a: jnp.asarray(a).astype(dtype) if jnp.issubdtype(
             jnp.asarray(a).dtype, jnp.floating) else jnp.asarray(a), mm)
-        return nuts.init(u, logdensity_u), (da_init(step0), mm)
+        return blackjax_nuts.init(u, logdensity_u), (da_init(step0), mm)
 
     states, adapt = _over_chains(init_one, (0,), num_chains)(starts)
     step_all = _over_chains(step, (0, 0, 0, None, None), num_chains)
@@ -276,12 +274,12 @@ def _run_chains(logdensity_u, keys, starts, step0, *, num_warmup, num_samples,
             adapt[1].inverse_mass_matrix, jnp.sum(nsteps[:w], axis=0))
 
 
-def _blackjax_program(logdensity, transform, inverse_mass, init_transform, x0, key, step0,
+def _blackjax_program(logdensity, transform, inverse_mass, init_transform, x0, seed, step0,
                       init_jitter, *, num_warmup, num_samples, num_chains, target_accept,
                       max_tree_depth, progress_bar):
     """Start, warmup, sampling and the map back to the problem's coordinates: one program."""
     z0 = x0 if init_transform is None else init_transform(x0)
-    k_start, k_chain = jax.random.split(key)
+    k_start, k_chain = jax.random.split(jax.random.PRNGKey(seed))
     value, chol, logdensity_u, starts = _whitening(logdensity, inverse_mass, z0, k_start,
                                                    init_jitter, num_chains)
     keys = jax.random.split(k_chain, num_chains)
@@ -380,6 +378,19 @@ def _run_numpyro(fn, transform, inverse_mass, init_transform, x0, key, step_size
                       None if samples is None else np.asarray(samples))
 
 
+def _seed_array(seed: int) -> np.ndarray:
+    """``seed`` as a NumPy integer of JAX's default integer type (the program makes the key)."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        arr = np.asarray(seed)  # NumPy and JAX integer scalars
+        if arr.ndim or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"'seed' must be an integer, got {seed!r}")
+        seed = int(arr)
+    dtype = jax.dtypes.canonicalize_dtype(np.int64)
+    if not np.iinfo(dtype).min <= seed <= np.iinfo(dtype).max:
+        raise ValueError(f"'seed' must fit in {np.dtype(dtype).name}, got {seed}")
+    return np.asarray(seed, dtype)
+
+
 def _not_finite_error() -> ValueError:
     return ValueError("the log density is not finite at the initial position")
 
@@ -410,9 +421,10 @@ def _as_program_arguments(logdensity, init_position, inverse_mass_matrix, transf
     fn = as_pytree_fn(logdensity)
     tr = None if transform is None else as_pytree_fn(transform)
     itr = None if init_transform is None else as_pytree_fn(init_transform)
-    x0 = jnp.asarray(init_position)
+    # A NumPy start stays NumPy (converting it would compile a small program).
+    x0 = init_position if isinstance(init_position, jax.Array) else np.asarray(init_position)
     dtype = x0.dtype if jnp.issubdtype(x0.dtype, jnp.floating) else jnp.result_type(float)
-    x0 = x0.astype(dtype)
+    x0 = x0 if x0.dtype == dtype else x0.astype(dtype)
     if inverse_mass_matrix is not None and not callable(inverse_mass_matrix):
         inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, dtype)
     elif inverse_mass_matrix is not None:
@@ -480,15 +492,18 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
     _check_settings(backend, num_warmup, num_samples, num_chains, target_accept, max_tree_depth)
     fn, tr, itr, inverse_mass_matrix, x0 = _as_program_arguments(
         logdensity, init_position, inverse_mass_matrix, transform, init_transform)
-    key = jax.random.PRNGKey(seed)
-    jitter = jnp.asarray(init_jitter, x0.dtype)
+    jitter = np.asarray(init_jitter, x0.dtype)
     settings = {"num_warmup": int(num_warmup), "num_samples": int(num_samples),
                 "num_chains": int(num_chains), "target_accept": float(target_accept),
                 "max_tree_depth": int(max_tree_depth), "progress_bar": bool(progress_bar)}
     if backend == "numpyro":
-        return _run_numpyro(fn, tr, inverse_mass_matrix, itr, x0, key, step_size, jitter,
-                            **settings)
-    args = (fn, tr, inverse_mass_matrix, itr, x0, key, jnp.asarray(step_size, x0.dtype), jitter)
+        return _run_numpyro(fn, tr, inverse_mass_matrix, itr, x0, jax.random.PRNGKey(seed),
+                            step_size, jitter, **settings)
+    # NumPy scalars (the key is made inside the program): no small programs compiled to
+    # convert them.
+    seed_arr = _seed_array(seed)
+    args = (fn, tr, inverse_mass_matrix, itr, x0, seed_arr, np.asarray(step_size, x0.dtype),
+            jitter)
     program, compile_s = compiled_program(_blackjax_program, args, settings,
                                           classic_emitters=small_operations_only(fn))
     t0 = time.perf_counter()
@@ -496,7 +511,7 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
         out = jax.block_until_ready(program(*args))
     run_s = time.perf_counter() - t0
     value, pos, nsteps, div, acc, step, mass, wsteps, samples = out
-    if not bool(jnp.isfinite(value)):
+    if not np.isfinite(np.asarray(value)):
         raise _not_finite_error()
     return NutsResult(*(np.asarray(o) for o in (pos, nsteps, div, acc, step, mass, wsteps)),
                       compile_s, run_s, None if samples is None else np.asarray(samples))

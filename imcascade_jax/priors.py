@@ -105,8 +105,9 @@ def make_prior(kinds: Any, loc: Any = None, scale: Any = None, lo: Any = None,
     scale_ = np.where(uni, 1.0, scale_)
     finite = tuple((bool(a), bool(b)) for a, b in zip(np.isfinite(lo_), np.isfinite(hi_),
                                                        strict=True))
-    return Prior(jnp.asarray(loc_), jnp.asarray(scale_), jnp.asarray(lo_), jnp.asarray(hi_), kinds,
-                 finite)
+    # device_put: no small program compiled to convert the NumPy arrays.
+    loc_, scale_, lo_, hi_ = jax.device_put((loc_, scale_, lo_, hi_))
+    return Prior(loc_, scale_, lo_, hi_, kinds, finite)
 
 
 def _masks(prior: Prior):

@@ -461,3 +461,13 @@ def test_nuts_progress_bar_labels_and_costs_nothing_when_off(capsys):
     with ProgressBar(100, 100, enabled=True) as bar:
         S.run_nuts(ld, jnp.zeros(2), num_warmup=100, num_samples=100, progress_bar=False)
         assert bar.bar.n == 0
+
+
+def test_run_nuts_seed_is_checked():
+    # The key is made inside the compiled program from the seed: a seed that is not an
+    # integer, or does not fit JAX's integer type, is refused before anything compiles.
+    ld = S.log_density(lambda x: -0.5 * jnp.sum(x * x), S.make_prior("normal", [0.0], [1.0]))
+    with pytest.raises(TypeError, match="seed"):
+        S.run_nuts(ld, jnp.array([0.0]), seed=1.5, num_warmup=2, num_samples=2)
+    with pytest.raises(ValueError, match="seed"):
+        S.run_nuts(ld, jnp.array([0.0]), seed=2**70, num_warmup=2, num_samples=2)
