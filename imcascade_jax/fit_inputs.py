@@ -98,10 +98,14 @@ def decisive_bounds(model: Model, ub, periodic_phi: bool):
 
     Returns
     -------
-    lower, upper : jax.Array of bool, shape (Ndof,)
+    lower, upper : array of bool, shape (Ndof,)
+        NumPy arrays for concrete ``ub`` (no JAX program is compiled for them), JAX arrays
+        under a trace.
     """
     n, n_sky = model.n_gauss, model.n_sky
     lower = np.r_[True, True, True, not periodic_phi, np.zeros(n, bool), np.zeros(n_sky, bool)]
     upper = np.r_[True, True, False, not periodic_phi, np.ones(n, bool), np.zeros(n_sky, bool)]
-    upper = jnp.asarray(upper).at[2].set(jnp.asarray(ub)[2] < 1.0)
-    return jnp.asarray(lower), upper
+    if is_concrete(ub):
+        upper[2] = bool(np.asarray(ub)[2] < 1.0)
+        return lower, upper
+    return jnp.asarray(lower), jnp.asarray(upper).at[2].set(jnp.asarray(ub)[2] < 1.0)
