@@ -69,11 +69,17 @@ from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
            "FitResult", "model_and_jacobian", "jacobian_at", "data_scale", "least_squares",
            "least_squares_jit", "solve_jit", "fit_memory_bytes", "fit_memory_estimate",
-           "COMPILE_BYTES"]
+           "COMPILE_BYTES", "REJECTED_FTOL_FACTOR"]
 
 _LN10 = 2.302585092994046
 #: Relative damping beyond which the solver has stalled (steps shrunk to nothing).
 _MAX_DAMPING = 1e16
+#: After a rejected trial the promise is compared with this multiple of ftol: a step the
+#: quadratic model promised but the model image did not deliver marks the model's own
+#: precision floor (round-off, the hybrid renderer's cut-off of the far wings), which a
+#: promise below ftol = 1e-10 may never reach; without it such fits ran on until the damping
+#: blew up and were reported stalled at their minimum.
+REJECTED_FTOL_FACTOR = 100.0
 #: A parameter within this fraction of its box's width from a bound rests on it.
 _BOUND_TOL = 1e-10
 
@@ -371,10 +377,13 @@ def _body(prob: _Problem, evaluate, periodic_phi: bool, s: _State) -> _State:
 
     # 3. Convergence, every criterion relative. ftol as MINPACK's: the last accepted step
     # gained less than ftol and the quadratic model promises no more; after a rejected step
-    # only the promise counts (the rejection was round-off). A run of rejected or non-finite
+    # only the promise counts, against REJECTED_FTOL_FACTOR * ftol (the rejection was the
+    # model's precision floor). A run of rejected or non-finite
     # trials blows the damping up: stalled, not converged.
     cost = eq.cost
-    small_f = ~first & (gn_gain <= prob.ftol * cost) & (~accept | (actual <= prob.ftol * s.eq.cost))
+    small_f = ~first & (
+        (accept & (gn_gain <= prob.ftol * cost) & (actual <= prob.ftol * s.eq.cost))
+        | (~accept & (gn_gain <= REJECTED_FTOL_FACTOR * prob.ftol * cost)))
     small_x = jnp.all(jnp.abs(gn_step) <= prob.xtol * (jnp.abs(x) + prob.xtol))
     small_g = jnp.max(jnp.abs(projected_grad)) <= prob.gtol * jnp.sqrt(2 * cost)
     status = jnp.select(

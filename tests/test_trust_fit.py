@@ -318,3 +318,20 @@ def test_banded_fit_equals_single_band_fit(galaxy, model, reference):
     res = fit(model, galaxy.img, 1.0 / galaxy.err**2, band_pixels=7 * SHAPE[1])
     assert int(res.status) == int(reference.status)
     np.testing.assert_allclose(np.asarray(res.x), np.asarray(reference.x), rtol=1e-7, atol=1e-9)
+
+
+def test_fit_at_the_models_precision_floor_is_converged_not_stalled():
+    # This galaxy's fit reaches a point where the quadratic model promises a gain of ~1e-9 of
+    # chi2 that the rendered model cannot deliver (rejected steps). With ftol = 1e-10 compared
+    # to that promise alone the damping blew up and the fit, at its minimum, was reported
+    # STALLED; a rejected step's promise is compared with REJECTED_FTOL_FACTOR * ftol.
+    g = make_galaxy(shape=(40, 40), re=2.5, flux=80.0, noise=0.01,
+                    psf=moffat_psf(size=15, core=1.5), seed=11)
+    sig = np.array([0.7, 1.4, 2.8, 5.6, 11.0])
+    f = Fitter(g.img, sig, np.array([1.0, 2.5]), np.array([0.7, 0.3]), weight=1 / g.err**2,
+               verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a success: no warning
+        f.run_ls_min()
+    assert f.min_res.status == FitStatus.CONVERGED_FTOL, f.min_res.message
+    assert f.min_res.nfev < 40

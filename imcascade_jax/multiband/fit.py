@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from imcascade_jax.derivatives import supports_closed_form, values_and_tangents
-from imcascade_jax.fit import DEFAULT_OPTIONS, SolverOptions
+from imcascade_jax.fit import DEFAULT_OPTIONS, REJECTED_FTOL_FACTOR, SolverOptions
 from imcascade_jax.likelihood import gaussian_log_like
 from imcascade_jax.multiband.model import (
     MultiBandModel,
@@ -341,7 +341,9 @@ def joint_least_squares(mb: MultiBandModel, data: tuple, weights: tuple, geometr
         step = trial - g
         predicted = -(ev.grad @ delta + 0.5 * delta @ ev.hess @ delta)
         # 3. Convergence (as the single-band solver).
-        small_f = accept & ~first & (actual <= ftol * s.ev.cost) & (predicted <= ftol * ev.cost)
+        small_f = ~first & (
+            (accept & (actual <= ftol * s.ev.cost) & (predicted <= ftol * ev.cost))
+            | (~accept & (predicted <= REJECTED_FTOL_FACTOR * ftol * ev.cost)))
         small_x = jnp.linalg.norm(step) <= xtol * (jnp.linalg.norm(g) + xtol)
         small_g = jnp.max(jnp.abs(ev.grad * scale)) <= gtol * jnp.sqrt(2 * ev.cost + tiny)
         status = jnp.select(
