@@ -93,7 +93,8 @@ class SolverOptions(NamedTuple):
         Maximum number of Levenberg-Marquardt steps (each one Jacobian evaluation).
     ftol : float
         Converged when the last accepted step reduced chi2 by less than ``ftol`` relative and
-        the Gauss-Newton model promises no more than that.
+        the Gauss-Newton model promises no more than that; after a rejected step, when the
+        model promises less than :data:`REJECTED_FTOL_FACTOR` times ``ftol``.
     xtol : float
         Converged when every entry of the Gauss-Newton step is below ``xtol * (|x_i| + xtol)``
         (fluxes and sky in the solver's units, :func:`data_scale`).
