@@ -30,7 +30,6 @@ from imcascade_jax.inputs import (
 )
 from imcascade_jax.logs import FitterLog, package_records_to
 from imcascade_jax.mgm import MultiGaussModel
-from imcascade_jax.setup_maths import log_weight_constant
 from imcascade_jax.status import FitStatus
 
 log2pi = float(np.log(2.0 * np.pi))
@@ -194,7 +193,7 @@ class Fitter(PosteriorMethods, MultiGaussModel):
             self.logger.info("No PSF input, running in non-psf mode")
         self.log_weight = np.zeros(self.weight.shape)
         self.log_weight[self.weight > 0] = np.log(self.weight[self.weight > 0])
-        self.loglike_const = log_weight_constant(self.weight)
+        self.loglike_const = float(_like.log_weight_constant(np.asarray(self.weight)))
 
         start = starting_point(self.img, self.mask, self.sig, self.Ndof_sky, log_weight_scale,
                                init_dict, bounds_dict,

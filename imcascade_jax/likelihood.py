@@ -7,6 +7,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from imcascade_jax.derivatives import param_vjp, supports_closed_form
@@ -31,9 +32,18 @@ def residuals(model: Model, param: jax.Array, img: jax.Array, weight: jax.Array)
     return (jnp.asarray(img, dtype) - render(model, param)) * jnp.sqrt(jnp.asarray(weight, dtype))
 
 
-def log_weight_constant(weight: jax.Array) -> jax.Array:
+def log_weight_constant(weight: jax.Array | np.ndarray) -> jax.Array | np.floating:
     """Normalisation of the Gaussian likelihood: ``0.5 sum(log w - log 2 pi)`` over the pixels
-    with ``w > 0`` (1.1's ``loglike_const``; masked pixels, ``w = 0``, are left out)."""
+    with ``w > 0`` (1.1's ``loglike_const``; masked pixels, ``w = 0``, are left out).
+
+    A NumPy array is summed in NumPy (a NumPy scalar comes back): a set-up on a concrete image
+    of a new shape compiles no JAX program for it. JAX arrays and tracers give a JAX array.
+    """
+    if isinstance(weight, np.ndarray):
+        if not np.issubdtype(weight.dtype, np.floating):
+            weight = weight.astype(float)
+        good = weight > 0
+        return 0.5 * np.sum(np.log(weight[good]) - _LOG2PI)
     weight = jnp.asarray(weight)
     good = weight > 0
     logw = jnp.log(jnp.where(good, weight, 1.0))

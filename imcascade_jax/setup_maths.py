@@ -30,7 +30,6 @@ __all__ = [
     "min_diff_array",
     "robust_scale",
     "power_of_two",
-    "log_weight_constant",
 ]
 
 # Cubic in log10(sig / re) giving log10 of the weights of an exponential profile's Gaussian
@@ -356,14 +355,3 @@ def power_of_two(value: float) -> float:
     if not value > 0 or not np.isfinite(value):
         raise ValueError(f"value must be a positive finite number, got {value!r}")
     return float(2.0 ** np.round(np.log2(value)))
-
-
-def log_weight_constant(weight: ArrayLike) -> float:
-    """Normalisation of the Gaussian likelihood, ``0.5 sum(log w - log 2 pi)`` over ``w > 0``.
-
-    The set-up's NumPy twin of :func:`imcascade_jax.likelihood.log_weight_constant` (1.1's
-    ``loglike_const``): on a concrete array of a new shape it costs no compilation.
-    """
-    weight = np.asarray(weight, dtype=float)
-    good = weight > 0
-    return float(0.5 * np.sum(np.log(weight[good]) - np.log(2.0 * np.pi)))
