@@ -68,20 +68,19 @@ def _band_tree(fitter: Any, index: int) -> dict:
     return out
 
 
-def _plain(value: Any) -> Any:
-    """NumPy / Python values for ASDF: named tuples as dicts, per-band tuples as lists."""
+def _named_as_dicts(value: Any) -> Any:
+    """Named tuples (the sampler's results) as dicts, keeping their field names; the rest
+    (arrays, scalars, ``None``) is converted by :func:`imcascade_jax.io.write_tree`."""
     if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items() if v is not None}
+        return {k: _named_as_dicts(v) for k, v in value._asdict().items()}
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (float, int, str, bool)):
-        return value
-    return np.asarray(value)
+        return [_named_as_dicts(v) for v in value]
+    return value
 
 
 def _posterior_tree(posterior: Any) -> dict:
     fields = posterior._asdict() if hasattr(posterior, "_asdict") else dict(vars(posterior))
-    out = {k: _plain(v) for k, v in fields.items() if v is not None}
+    out = {k: _named_as_dicts(v) for k, v in fields.items() if v is not None}
     out["kind"] = type(posterior).__name__
     return out
 
