@@ -83,6 +83,22 @@ def drawn_text_boxes(fig, monkeypatch) -> list:
     return drawn
 
 
+def assert_texts_inside_and_apart(fig, boxes) -> None:
+    """Every drawn text inside the figure (1 px of slack) and no two overlapping by > 0.5 px."""
+    frame = fig.bbox
+    for text, box in boxes:
+        assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, f"{text!r} cut off horizontally"
+        assert frame.y0 - 1 <= box.y0 and box.y1 <= frame.y1 + 1, f"{text!r} cut off vertically"
+    clashes = []
+    for i, (text_a, a) in enumerate(boxes):
+        for text_b, b in boxes[i + 1 :]:
+            width = min(a.x1, b.x1) - max(a.x0, b.x0)
+            height = min(a.y1, b.y1) - max(a.y0, b.y0)
+            if width > 0.5 and height > 0.5:
+                clashes.append((text_a, text_b))
+    assert not clashes, f"overlapping texts: {clashes}"
+
+
 def _panel(fig, label):
     (ax,) = [ax for ax in fig.axes if ax.get_label() == label]
     return ax
@@ -103,18 +119,7 @@ def test_no_text_overlaps_and_nothing_cut_off(fitter, posterior, extra, monkeypa
     texts = [t for t, _ in boxes]
     # Everything the figure shows was drawn: titles, axis labels, tick labels, the summary.
     assert len(boxes) > 40 and "Data" in texts and any("\nModel:" in t for t in texts)
-    frame = fig.bbox
-    for text, box in boxes:
-        assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, f"{text!r} cut off horizontally"
-        assert frame.y0 - 1 <= box.y0 and box.y1 <= frame.y1 + 1, f"{text!r} cut off vertically"
-    clashes = []
-    for i, (text_a, a) in enumerate(boxes):
-        for text_b, b in boxes[i + 1 :]:
-            width = min(a.x1, b.x1) - max(a.x0, b.x0)
-            height = min(a.y1, b.y1) - max(a.y0, b.y0)
-            if width > 0.5 and height > 0.5:
-                clashes.append((text_a, text_b))
-    assert not clashes, f"overlapping texts: {clashes}"
+    assert_texts_inside_and_apart(fig, boxes)
     assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
     plt.close(fig)
 

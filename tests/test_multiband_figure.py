@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from multiband_cases import BANDS, NOISE, SIG, TRUE_FLUX, truth_fitter  # noqa: E402
-from test_figure import drawn_text_boxes  # noqa: E402
+from test_figure import assert_texts_inside_and_apart, drawn_text_boxes  # noqa: E402
 
 from imcascade_jax import ImcascadeResults  # noqa: E402
 from imcascade_jax import analysis as an  # noqa: E402
@@ -51,18 +51,7 @@ def test_no_text_overlaps_and_nothing_cut_off(fitters, posterior, monkeypatch):
     boxes = drawn_text_boxes(fig, monkeypatch)
     texts = [t for t, _ in boxes]
     assert len(boxes) > 60 and "z: data" in texts and any(t.startswith("band r") for t in texts)
-    frame = fig.bbox
-    for text, box in boxes:
-        assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, f"{text!r} cut off horizontally"
-        assert frame.y0 - 1 <= box.y0 and box.y1 <= frame.y1 + 1, f"{text!r} cut off vertically"
-    clashes = []
-    for i, (text_a, a) in enumerate(boxes):
-        for text_b, b in boxes[i + 1:]:
-            width = min(a.x1, b.x1) - max(a.x0, b.x0)
-            height = min(a.y1, b.y1) - max(a.y0, b.y0)
-            if width > 0.5 and height > 0.5:
-                clashes.append((text_a, text_b))
-    assert not clashes, f"overlapping texts: {clashes}"
+    assert_texts_inside_and_apart(fig, boxes)
     plt.close(fig)
 
 
