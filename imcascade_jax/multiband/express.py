@@ -381,7 +381,7 @@ def run_express_slice(problem: JointExpressProblem, seed: int = 0, num_warmup: i
     is positive: no step size or mass matrix to adapt, and the strong anti-correlation of
     neighbouring components costs nothing (the Gaussian carries it). Where no component is
     near zero successive transitions are nearly independent draws of the Gaussian; where
-    some are, the walls shorten the moves (measured: 0.1 to 0.25 effective samples per
+    some are, the walls shorten the moves (measured: 0.08 to 0.25 effective samples per
     transition for the components near zero), hence ``thin`` transitions per kept sample,
     which gives ``num_samples`` samples at least the effective size of NUTS's
     (:func:`run_express_nuts`) on the same posterior, at a small fraction of its cost
