@@ -4,6 +4,8 @@ Gaussian truncated to positive fluxes by rejection sampling."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -117,6 +119,15 @@ def test_slice_sampler_rejects_bad_settings(express):
         run_express_slice(problem, seed=1.5)
     with pytest.raises(ValueError, match="'seed'"):
         run_express_slice(problem, seed=2**70)
+
+
+def test_unconstrained_component_is_refused(express):
+    """A component no pixel constrains (a zero row of the Gram matrix): improper under a flat
+    prior, refused rather than returned as non-finite samples."""
+    problem = express[0]
+    gram = problem.gram.at[1, 4, :].set(0.0).at[1, :, 4].set(0.0)
+    with pytest.raises(ValueError, match=r"band\(s\) \[1\]"):
+        run_express_slice(dataclasses.replace(problem, gram=gram), num_warmup=10, num_samples=10)
 
 
 def test_same_seed_same_samples(express):

@@ -342,6 +342,16 @@ def positive_flux_log_indicator(flux: jax.Array) -> jax.Array:
     return jnp.where(jnp.all(flux >= 0.0), 0.0, -jnp.inf).astype(flux.dtype)
 
 
+def _positive_definite(matrix: np.ndarray) -> bool:
+    if not np.all(np.isfinite(matrix)):
+        return False
+    try:
+        np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 #: Slice-sampler transitions per kept sample (see :func:`run_express_slice`).
 SLICE_THIN = 5
 
@@ -402,6 +412,11 @@ def run_express_slice(problem: JointExpressProblem, seed: int = 0, num_warmup: i
     -------
     ExpressSamples
         ``divergent`` all False, ``step_size`` ``nan``.
+
+    Raises
+    ------
+    ValueError
+        Invalid settings, or a band whose Gram matrix is singular (improper posterior).
     """
     if num_samples < 1 or num_warmup < 0 or thin < 1:
         raise ValueError("need 'num_samples' >= 1, 'num_warmup' >= 0 and 'thin' >= 1, got "
@@ -411,6 +426,12 @@ def run_express_slice(problem: JointExpressProblem, seed: int = 0, num_warmup: i
     int_type = jax.dtypes.canonicalize_dtype(np.int64)
     if not np.iinfo(int_type).min <= int(seed) <= np.iinfo(int_type).max:
         raise ValueError(f"'seed' must fit in {np.dtype(int_type).name}, got {seed}")
+    # Checked first: with a covariance that is not finite the slice loop would never end.
+    bad = [b for b, g in enumerate(np.asarray(problem.gram)) if not _positive_definite(g)]
+    if bad:
+        raise ValueError(f"the flux likelihood of band(s) {bad} is no proper Gaussian (a singular "
+                         "Gram matrix: a component the data do not constrain), so the posterior "
+                         "under a flat prior is improper; give a 'prior_width'")
     # A NumPy scalar: the key is made inside the program (no small program compiled for it).
     pos, evals = _slice_program(problem, np.asarray(seed, int_type), num_warmup=int(num_warmup),
                                 num_samples=int(num_samples), thin=int(thin))
