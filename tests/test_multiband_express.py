@@ -126,7 +126,7 @@ def test_unconstrained_component_is_refused(express):
     prior, refused rather than returned as non-finite samples."""
     problem = express[0]
     gram = problem.gram.at[1, 4, :].set(0.0).at[1, :, 4].set(0.0)
-    with pytest.raises(ValueError, match=r"band\(s\) \[1\]"):
+    with pytest.raises(ValueError, match=r"band\(s\) at \[1\]"):
         run_express_slice(dataclasses.replace(problem, gram=gram), num_warmup=10, num_samples=10)
 
 

@@ -429,9 +429,10 @@ def run_express_slice(problem: JointExpressProblem, seed: int = 0, num_warmup: i
     # Checked first: with a covariance that is not finite the slice loop would never end.
     bad = [b for b, g in enumerate(np.asarray(problem.gram)) if not _positive_definite(g)]
     if bad:
-        raise ValueError(f"the flux likelihood of band(s) {bad} is no proper Gaussian (a singular "
-                         "Gram matrix: a component the data do not constrain), so the posterior "
-                         "under a flat prior is improper; give a 'prior_width'")
+        raise ValueError(f"the flux likelihood of the band(s) at {bad} (positions in the band "
+                         "order) is no proper Gaussian (a singular Gram matrix: a component the "
+                         "data do not constrain), so the posterior under a flat prior is "
+                         "improper; give a 'prior_width'")
     # A NumPy scalar: the key is made inside the program (no small program compiled for it).
     pos, evals = _slice_program(problem, np.asarray(seed, int_type), num_warmup=int(num_warmup),
                                 num_samples=int(num_samples), thin=int(thin))
