@@ -10,14 +10,18 @@ registered 150x150 bands, each with its own Gaussian-mixture PSF and noise sigma
   :mod:`imcascade_jax.buckets`), and the joint solver on the r band alone; compile
   (``lower().compile()``, on-disk compilation cache off unless ``--cache``) and run (median of
   ``--repeat``) timed apart;
-- express NUTS (1000 warmup + 1000 samples): the joint posterior of the 3 x 9 fluxes against
-  the same sampler on one band, and the single-band ``Fitter.run_nuts(method='express')``; the
-  first call compiles, the second (another seed) reuses the compiled program (compile = first
-  - second).
+- express posterior (1000 warmup + 1000 samples): the joint posterior of the 3 x 9 fluxes by
+  the default sampler of ``MultiBandFitter.run_nuts(method='express')`` (flat prior: elliptical
+  slice sampling, :func:`run_express_slice`) and by NUTS (:func:`run_express_nuts`), each also
+  on the r band alone, against the single-band ``Fitter.run_nuts(method='express')``; the first
+  call compiles, the second (another seed) reuses the compiled program (compile = first -
+  second). The smallest effective sample size over the components (the joint rows: of the
+  linear fluxes, over all bands; the ``Fitter``: its ``nuts_diagnostics['min_ess']``, over the
+  log10 fluxes and the sky) says what each run delivers.
 
 Run: ``python benchmarks/multiband.py [--repeat N] [--num N] [--cache]``. Prints the machine,
 commit, date and load, then a table with the load average (``os.getloadavg()``) beside each
-figure, and the ratios to the targets.
+figure, the ratios to the targets and the effective samples per second of run time.
 """
 
 from __future__ import annotations
@@ -34,11 +38,16 @@ import numpy as np
 
 from imcascade_jax._config import compilation_cache_dir, disable_compilation_cache
 from imcascade_jax.buckets import pad_problem
+from imcascade_jax.diagnostics import effective_sample_size
 from imcascade_jax.fit import DEFAULT_OPTIONS, solve_jit
 from imcascade_jax.fitter import Fitter
 from imcascade_jax.model import make_model
 from imcascade_jax.multiband.analysis import band_analysis
-from imcascade_jax.multiband.express import joint_express_setup, run_express_nuts
+from imcascade_jax.multiband.express import (
+    joint_express_setup,
+    run_express_nuts,
+    run_express_slice,
+)
 from imcascade_jax.multiband.fit import joint_least_squares_jit
 from imcascade_jax.multiband.model import make_multiband_model
 from imcascade_jax.multiband.synthetic import SyntheticBand, make_multiband_galaxy
@@ -97,11 +106,11 @@ def bench_ls(imgs, weights, repeat, rows):
     mb = make_multiband_model({n: SHAPE for n in names}, SIG, psfs)
     args = (mb, tuple(imgs[n] for n in names), tuple(weights[n] for n in names), START, lb, ub)
     joint, c_joint, r_joint = _compile_and_run(joint_least_squares_jit, args, {}, repeat)
-    rows.append(("LS joint, 3 bands", c_joint, r_joint, _load(), int(joint.n_steps)))
+    rows.append(("LS joint, 3 bands", c_joint, r_joint, _load(), int(joint.n_steps), None))
     mb1 = make_multiband_model({"r": SHAPE}, SIG, {"r": psfs["r"]})
     args1 = (mb1, (imgs["r"],), (weights["r"],), START, lb, ub)
     one, c_one, r_one = _compile_and_run(joint_least_squares_jit, args1, {}, repeat)
-    rows.append(("LS joint solver, r band only", c_one, r_one, _load(), int(one.n_steps)))
+    rows.append(("LS joint solver, r band only", c_one, r_one, _load(), int(one.n_steps), None))
     model = make_model(SHAPE, SIG, *PSF["r"], sky_type="flat")
     total = sum(FLUX["r"])
     x0 = jnp.concatenate([START, jnp.full(9, np.log10(total / 9)), jnp.zeros(1)])
@@ -110,30 +119,47 @@ def bench_ls(imgs, weights, repeat, rows):
     static = {"options": DEFAULT_OPTIONS, "periodic_phi": True}
     single, c_single, r_single = _compile_and_run(
         solve_jit, (model, imgs["r"], weights["r"], x0, lo, hi), static, repeat)
-    rows.append(("LS single-band solver, r, 150x150", c_single, r_single, _load(), int(single.n_steps)))
+    rows.append(("LS single-band solver, r, 150x150", c_single, r_single, _load(),
+                 int(single.n_steps), None))
     # What Fitter.run_ls_min runs: the problem padded to its bucket shape (imcascade_jax.buckets).
     padded, data_p, weight_p, _ = pad_problem(model, imgs["r"], weights["r"])
     side = f"{padded.shape[0]}x{padded.shape[1]}"
     pad_out, c_pad, r_pad = _compile_and_run(
         solve_jit, (padded, jnp.asarray(data_p), jnp.asarray(weight_p), x0, lo, hi),
         static, repeat)
-    rows.append((f"LS single-band solver, r, padded {side}", c_pad, r_pad, _load(), int(pad_out.n_steps)))
+    rows.append((f"LS single-band solver, r, padded {side}", c_pad, r_pad, _load(),
+                 int(pad_out.n_steps), None))
     res = band_analysis(joint.params.flux, SIG, names)
     print("joint LS:", {n: (round(float(res[n]["flux"]), 2), round(float(res[n]["r50"]), 3)) for n in names},
           "status", int(joint.status), "centre", float(joint.params.x0), float(joint.params.y0))
     return mb, mb1, joint, one, (r_single, r_pad)
 
 
-def bench_nuts(imgs, weights, mb, mb1, joint, one, rows, num):
+def _min_ess(post) -> float:
+    """Smallest effective sample size over every band's component fluxes."""
+    return float(min(np.nanmin(effective_sample_size(post.flux[None, :, b]))
+                     for b in range(post.flux.shape[1])))
+
+
+def bench_express(imgs, weights, mb, mb1, joint, one, rows, num):
     names = mb.names
     prob = joint_express_setup(mb, tuple(imgs[n] for n in names), tuple(weights[n] for n in names),
                                jnp.stack(joint.params[:4]), joint.params.flux)
     prob1 = joint_express_setup(mb1, (imgs["r"],), (weights["r"],), jnp.stack(one.params[:4]),
                                 one.params.flux)
-    for label, p in (("NUTS express joint, 3 bands", prob), ("NUTS express same sampler, r only", prob1)):
-        first, t_first = _timed(lambda p=p: run_express_nuts(p, seed=0, num_warmup=num, num_samples=num))
-        second, t_second = _timed(lambda p=p: run_express_nuts(p, seed=1, num_warmup=num, num_samples=num))
-        rows.append((label, t_first - t_second, t_second, _load(), int(second.divergent.sum())))
+    runs = (("express slice, joint, 3 bands (default)", run_express_slice, prob),
+            ("express slice, r band only", run_express_slice, prob1),
+            ("express NUTS, joint, 3 bands", run_express_nuts, prob),
+            ("express NUTS, same sampler, r band only", run_express_nuts, prob1))
+    for label, sampler, p in runs:
+        first, t_first = _timed(lambda p=p, f=sampler: f(p, seed=0, num_warmup=num, num_samples=num))
+        second, t_second = _timed(lambda p=p, f=sampler: f(p, seed=1, num_warmup=num, num_samples=num))
+        extra = int(second.divergent.sum())
+        if sampler is run_express_nuts:
+            print(f"{label}: step sizes {np.round(second.step_size, 3)}")
+        else:
+            print(f"{label}: proposals per transition {1 / np.mean(second.acceptance):.2f}")
+        rows.append((label, t_first - t_second, t_second, _load(), extra, _min_ess(second)))
     f = Fitter(imgs["r"], SIG, *PSF["r"], weight=weights["r"], sky_type="flat", verbose=False)
     f.run_ls_min()
     t0 = time.perf_counter()
@@ -142,7 +168,8 @@ def bench_nuts(imgs, weights, mb, mb1, joint, one, rows, num):
     t0 = time.perf_counter()
     f.run_nuts(method="express", num_warmup=num, num_samples=num, seed=1, progress_bar=False)
     t_second = time.perf_counter() - t0
-    rows.append(("NUTS express Fitter (single band), r", t_first - t_second, t_second, _load(), -1))
+    rows.append(("express NUTS, Fitter (single band), r", t_first - t_second, t_second, _load(),
+                 int(f.nuts_diagnostics["num_divergent"]), float(f.nuts_diagnostics["min_ess"])))
 
 
 def main():
@@ -163,17 +190,22 @@ def main():
     imgs, weights = data()
     rows = []
     mb, mb1, joint, one, r_single = bench_ls(imgs, weights, args.repeat, rows)
-    bench_nuts(imgs, weights, mb, mb1, joint, one, rows, args.num)
-    print(f"\n{'what':40s} {'compile s':>10s} {'run s':>9s} {'load':>6s} {'steps/div':>9s}")
-    for label, c, r, load, extra in rows:
-        print(f"{label:40s} {c:10.2f} {r:9.3f} {load:>6s} {extra:9d}")
-    run = {label: r for label, _, r, _, _ in rows}
+    bench_express(imgs, weights, mb, mb1, joint, one, rows, args.num)
+    print(f"\n{'what':42s} {'compile s':>10s} {'run s':>9s} {'load':>6s} {'steps/div':>9s} "
+          f"{'min ESS':>8s}")
+    for label, c, r, load, extra, ess in rows:
+        ess_text = "" if ess is None else f"{ess:8.0f}"
+        print(f"{label:42s} {c:10.2f} {r:9.3f} {load:>6s} {extra:9d} {ess_text:>8s}")
+    run = {label: r for label, _, r, _, _, _ in rows}
+    ess = {label: e for label, _, _, _, _, e in rows}
     r_single, r_pad = r_single
     print(f"\nLS joint (unpadded) / single-band solver unpadded: {run['LS joint, 3 bands'] / r_single:.2f}x, "
           f"/ padded (as Fitter.run_ls_min): {run['LS joint, 3 bands'] / r_pad:.2f}x (target <= 2.5x)")
-    nuts = run["NUTS express joint, 3 bands"]
-    print(f"NUTS joint / same sampler one band: {nuts / run['NUTS express same sampler, r only']:.2f}x; "
-          f"/ Fitter single band: {nuts / run['NUTS express Fitter (single band), r']:.2f}x (target <= 3x)")
+    single = "express NUTS, Fitter (single band), r"
+    for label in ("express slice, joint, 3 bands (default)", "express NUTS, joint, 3 bands"):
+        print(f"{label} / Fitter single band: {run[label] / run[single]:.2f}x (target <= 3x); "
+              f"min ESS per run second {ess[label] / run[label]:.0f} against "
+              f"{ess[single] / run[single]:.0f}")
 
 
 if __name__ == "__main__":

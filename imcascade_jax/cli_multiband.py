@@ -355,8 +355,8 @@ def run(args: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         fitter.run_nuts(method="express", num_warmup=args.num_warmup,
                         num_samples=args.num_samples, seed=args.seed)
-        print(f"Posterior (express NUTS, one chain per band) sampled in "
-              f"{time.perf_counter() - t1:.1f} s")
+        print("Posterior (express, flat prior: elliptical slice sampling, one chain per band) "
+              f"sampled in {time.perf_counter() - t1:.1f} s")
     from imcascade_jax.multiband.results import MultiBandResults
 
     res = MultiBandResults(fitter)

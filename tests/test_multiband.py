@@ -86,7 +86,7 @@ def _fit(bands, wcs=None, seed=SEED):
 
 @pytest.fixture(scope="module")
 def registered():
-    """Three registered 56x56 cutouts, fitted jointly (least squares and express NUTS)."""
+    """Three registered 56x56 cutouts, fitted jointly (least squares and the express posterior)."""
     return _fit({n: _band(n) for n in TRUE_FLUX})
 
 

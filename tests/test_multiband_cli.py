@@ -134,7 +134,7 @@ def test_report_and_files_of_the_true_fit(bands, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_joint_fit_end_to_end(bands, capsys):
-    """Set-up, joint least squares and express NUTS from the FITS files (WCSs included)."""
+    """Set-up, joint least squares and the express posterior from the FITS files (WCSs included)."""
     d = bands["dir"]
     out = str(d / "joint.asdf")
     argv = _argv(bands, "--zpt", "22.5", "--sky-type", "flat", "--posterior", "nuts",

@@ -23,6 +23,7 @@ from imcascade_jax.multiband.express import (
     ExpressSamples,
     joint_express_setup,
     run_express_nuts,
+    run_express_slice,
 )
 from imcascade_jax.multiband.fit import MultiFitResult, joint_least_squares_jit
 from imcascade_jax.multiband.full import FullSamples, run_full_nuts
@@ -146,13 +147,20 @@ class MultiBandFitter:
         Parameters
         ----------
         method : {'express', 'full'}
-            'express': the fluxes at the least-squares geometry
-            (:func:`~imcascade_jax.multiband.express.run_express_nuts`); 'full': geometry,
+            'express': the fluxes at the least-squares geometry; with the default flat prior
+            on the positive fluxes its posterior is a truncated Gaussian, sampled by
+            elliptical slice sampling
+            (:func:`~imcascade_jax.multiband.express.run_express_slice`), with
+            ``prior_width`` by NUTS
+            (:func:`~imcascade_jax.multiband.express.run_express_nuts`). 'full': geometry,
             fluxes and skies all free (:func:`~imcascade_jax.multiband.full.run_full_nuts`,
             1.1's full-mode priors with the least-squares ones on fluxes and skies).
         num_warmup, num_samples, seed : int
+            ``num_warmup``: transitions discarded first (adapting NUTS; the slice sampler has
+            nothing to adapt).
         prior_width : float, optional
-            Express mode only (see :func:`~imcascade_jax.multiband.express.run_express_nuts`).
+            Express mode only: a normal prior of this width on each natural-log flux instead
+            of the flat one (see :func:`~imcascade_jax.multiband.express.run_express_nuts`).
         num_chains : int
             Full mode only.
 
@@ -176,8 +184,12 @@ class MultiBandFitter:
                                            num_samples=num_samples, num_chains=num_chains)
             return self.posterior
         problem = joint_express_setup(self.model, data, weight, jnp.stack(p[:4]), p.flux)
-        self.posterior = run_express_nuts(problem, seed=seed, num_warmup=num_warmup,
-                                          num_samples=num_samples, prior_width=prior_width)
+        if prior_width is None:
+            self.posterior = run_express_slice(problem, seed=seed, num_warmup=num_warmup,
+                                               num_samples=num_samples)
+        else:
+            self.posterior = run_express_nuts(problem, seed=seed, num_warmup=num_warmup,
+                                              num_samples=num_samples, prior_width=prior_width)
         return self.posterior
 
     def results(self, posterior: bool = True) -> dict[str, dict[str, Any]]:
