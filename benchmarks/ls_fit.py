@@ -8,8 +8,9 @@ Times (wall clock, this machine):
 - ``fit``: ``run_ls_min``; for us on the first galaxy it includes JAX tracing and XLA
   compilation, on a second same-shaped galaxy (another noise realisation) it does not; the
   PSF decomposition is remembered after galaxy 1 (same PSF), so later setups skip it;
-- ``padding``: galaxy 1's compiled fit on its bucket-padded shape against the same problem
-  compiled for its own shape (median of ``--repeat``; an extra compilation).
+- ``tiles``: galaxy 1's compiled fit on its stack of tiles (what ``run_ls_min`` runs,
+  :mod:`imcascade_jax.buckets`) against the same problem compiled for its own shape (median
+  of ``--repeat``; an extra compilation).
 
 Run: ``python benchmarks/ls_fit.py [--skip-imcascade] [--repeat N]``.
 """
@@ -44,7 +45,7 @@ def fit_ours(data):
 
 
 def fit_unpadded(f, repeat):
-    """The fitter's problem on its own shape (no bucket padding): compile s, median fit s."""
+    """The fitter's problem on its own shape (not tiled): compile s, median fit s."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -66,7 +67,7 @@ def fit_unpadded(f, repeat):
         t0 = time.perf_counter()
         res = jax.block_until_ready(program(*args))
         times.append(time.perf_counter() - t0)
-        # The same problem through the bucket padding (compiled already by galaxy 1).
+        # The same problem on tiles, as run_ls_min runs it (compiled already by galaxy 1).
         t0 = time.perf_counter()
         buckets.least_squares(*args, core_fit.DEFAULT_OPTIONS, periodic)
         padded_times.append(time.perf_counter() - t0)
@@ -144,16 +145,15 @@ def main(argv=None):
         print(f"speed-up, setup + fit incl. compile:   "
               f"{(ref['setup'] + ref['fit']) / (ours_first['setup'] + ours_first['fit']):6.1f}x")
         print(f"chi2 ours - 1.1 (galaxy 1):            {ours_first['chi2'] - ref['chi2']:+.2f}")
-    from imcascade_jax import buckets
+    from imcascade_jax import buckets, tiles
 
     stats = buckets.compile_stats()
     shape = first.img.shape
-    print(f"padding: galaxy 1 ({shape[0]}x{shape[1]}) fitted on "
-          f"{'x'.join(map(str, buckets.choose_shape(shape, [])))} "
-          f"({stats['padded_pixels'] / stats['pixels']:.2f}x the pixels); its compiled fit "
-          f"{unpadded['padded']:.3f} s padded, {unpadded['fit']:.3f} s unpadded "
+    print(f"tiles: galaxy 1 ({shape[0]}x{shape[1]}) fitted on {tiles.tile_grid(shape).n_tiles} "
+          f"tiles of 32x32 ({stats['padded_pixels'] / stats['pixels']:.2f}x the pixels); its "
+          f"compiled fit {unpadded['padded']:.3f} s on tiles, {unpadded['fit']:.3f} s whole "
           f"(median of {args.repeat}, {unpadded['steps']} steps; same x to "
-          f"{np.max(np.abs(unpadded['x'] - ours_first['x'])):.1e}); unpadded compile "
+          f"{np.max(np.abs(unpadded['x'] - ours_first['x'])):.1e}); whole-image compile "
           f"{unpadded['compile']:.2f} s; load {os.getloadavg()[0]:.1f}")
     print(f"flux error {100 * (ours_first['flux'] / 250 - 1):+.2f}% (target 3%), "
           f"r50 error {100 * (ours_first['r50'] / 6 - 1):+.2f}% (target 4%), "

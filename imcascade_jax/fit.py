@@ -53,9 +53,11 @@ from imcascade_jax.fit_inputs import (
     decisive_bounds,
     is_concrete,
 )
+from imcascade_jax.fit_memory import COMPILE_BYTES, fit_memory_bytes, fit_memory_estimate
 from imcascade_jax.model import Model
 from imcascade_jax.normal_equations import (
     BAND_PIXELS,
+    BandPlan,
     NormalEquations,
     band_plan,
     normal_equations,
@@ -68,7 +70,7 @@ from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
            "FitResult", "model_and_jacobian", "jacobian_at", "data_scale", "least_squares",
-           "least_squares_jit", "solve_jit", "fit_memory_bytes", "fit_memory_estimate",
+           "least_squares_jit", "solve_jit", "solve_with", "fit_memory_bytes", "fit_memory_estimate",
            "COMPILE_BYTES", "REJECTED_FTOL_FACTOR"]
 
 _LN10 = 2.302585092994046
@@ -422,8 +424,16 @@ def _final_status(model: Model, prob: _Problem, final: _State, bad, periodic_phi
     return status.astype(jnp.int32), at_lower & ~bad, at_upper & ~bad
 
 
-def _solve(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
-           periodic_phi: bool) -> FitResult:
+def solve_with(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
+               periodic_phi: bool, layout) -> FitResult:
+    """The solver on data laid out as ``layout`` says (a whole image, or a stack of tiles).
+
+    ``layout`` provides ``pad(array)`` (the data's working layout, extra entries of zero
+    weight), ``equations(model, x, data, sqrt_w)`` (:class:`NormalEquations` over the laid-out
+    data) and ``residuals(model, x, data, sqrt_w)`` (the residual array, in the layout the
+    caller reads back). ``data`` and ``weight`` are read element by element otherwise, so any
+    array shape works.
+    """
     dtype = model.dtype
     lin = model.replace(log_weight_scale=False)
     data, weight, x0, lb, ub = (jnp.asarray(v, dtype) for v in (data, weight, x0, lb, ub))
@@ -432,9 +442,8 @@ def _solve(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
     weight = jnp.where(usable, weight, 0.0)
     data = jnp.where(usable, data, 0.0)
     scale = data_scale(data, weight)
-    plan = band_plan(model.shape, options.band_pixels)
-    data_n = pad_rows(data / scale, plan)
-    sqrt_w = pad_rows(jnp.sqrt(weight) * scale, plan)  # residuals keep their units
+    data_n = layout.pad(data / scale)
+    sqrt_w = layout.pad(jnp.sqrt(weight) * scale)  # residuals keep their units
     lb_i, ub_i = _to_internal(model, lb, scale), _to_internal(model, ub, scale)
     x_start = _canonical(_to_internal(model, x0, scale), lb_i, ub_i, periodic_phi)
     step_lb, step_ub = _open_bounds(lb_i, ub_i, periodic_phi)
@@ -445,7 +454,7 @@ def _solve(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
                     int(options.max_steps))
 
     def evaluate(x):
-        return normal_equations(lin, model_and_jacobian, x, data_n, sqrt_w, plan)
+        return layout.equations(lin, x, data_n, sqrt_w)
 
     n = model.n_params
     zero_eq = NormalEquations(jnp.asarray(jnp.inf, dtype), jnp.zeros((n, n), dtype),
@@ -457,12 +466,33 @@ def _solve(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
     final = jax.lax.while_loop(lambda s: s.status == 0,
                                lambda s: _body(prob, evaluate, periodic_phi, s), init)
     status, at_lower, at_upper = _final_status(model, prob, final, bad, periodic_phi)
-    residuals = residual_image(lin, final.x, data_n, sqrt_w, plan)
+    residuals = layout.residuals(lin, final.x, data_n, sqrt_w)
     chain = _internal_chain(model, final.x, scale)
     jtj = final.eq.jtj * chain[:, None] * chain[None, :]
     x = jnp.where(bad, x0, _from_internal(model, final.x, scale))
     return FitResult(x, 2.0 * final.eq.cost, jtj, residuals, final.step, status, at_lower,
                      at_upper)
+
+
+class _RowBands(NamedTuple):
+    """A whole image, evaluated in bands of rows (:mod:`imcascade_jax.normal_equations`)."""
+
+    plan: BandPlan
+
+    def pad(self, image):
+        return pad_rows(image, self.plan)
+
+    def equations(self, model, x, data, sqrt_w):
+        return normal_equations(model, model_and_jacobian, x, data, sqrt_w, self.plan)
+
+    def residuals(self, model, x, data, sqrt_w):
+        return residual_image(model, x, data, sqrt_w, self.plan)
+
+
+def _solve(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
+           periodic_phi: bool) -> FitResult:
+    layout = _RowBands(band_plan(model.shape, options.band_pixels))
+    return solve_with(model, data, weight, x0, lb, ub, options, periodic_phi, layout)
 
 
 def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Array,
@@ -512,7 +542,7 @@ def least_squares(model: Model, data: jax.Array, weight: jax.Array, x0: jax.Arra
 
 _solve_jit = jax.jit(_solve, static_argnames=("options", "periodic_phi"))
 #: The compiled solver without the eager input checks (``.lower(...)`` for ahead-of-time
-#: compilation, as :mod:`imcascade_jax.buckets` does after checking the unpadded problem).
+#: compilation of a problem checked beforehand).
 solve_jit = _solve_jit
 
 
@@ -531,70 +561,3 @@ def least_squares_jit(model: Model, data: jax.Array, weight: jax.Array, x0: jax.
 
 
 least_squares_jit._cache_size = _solve_jit._cache_size  # the compiled programs held
-
-
-
-#: Memory the first fit of a model adds for XLA's compilation and runtime (measured on the
-#: CPU, float64, 9-15 components), on top of the process's.
-COMPILE_BYTES = 220_000_000
-# Band intermediates per (component, PSF component) pair and band pixel, in items; and
-# per image pixel: the solver's float64 copies of data and weights plus ~6 working images.
-_BAND_ITEMS_PER_PAIR = 5.5
-_PIXEL_BYTES_FIXED = 32
-_PIXEL_ITEMS = 6
-
-
-def fit_memory_bytes(model: Model, options: SolverOptions = DEFAULT_OPTIONS,
-                     compile: bool = True) -> int:
-    """Peak memory one :func:`least_squares` fit of ``model`` adds to a process, in bytes.
-
-    The sum of a per-pixel part (the solver's copies of the image and weights and a few
-    working images, ~80 bytes per pixel in float64), a per-band part (the intermediates of
-    one band's Jacobian, proportional to the band's pixels times the components times the
-    PSF components) and, with ``compile``, :data:`COMPILE_BYTES` for the compilation.
-    Measured against the peak resident memory of fits of 256^2 to 2048^2 pixels on the CPU
-    (``benchmarks/scaling.py``); a batch of ``B`` vmapped fits needs about ``B`` times the
-    estimate without ``compile``, plus ``COMPILE_BYTES`` once.
-
-    Parameters
-    ----------
-    model : Model
-    options : SolverOptions
-        Only ``band_pixels`` matters.
-    compile : bool
-        Include the compilation's memory (a first fit of this model's structure).
-
-    Returns
-    -------
-    int
-    """
-    return fit_memory_estimate(model.shape, model.n_gauss, model.n_psf,
-                               jnp.dtype(model.dtype).itemsize, options.band_pixels, compile)
-
-
-def fit_memory_estimate(shape: tuple[int, int], n_gauss: int, n_psf: int, itemsize: int = 8,
-                        band_pixels: int = BAND_PIXELS, compile: bool = True) -> int:
-    """:func:`fit_memory_bytes` from the sizes alone (no :class:`Model` needed), in bytes.
-
-    Parameters
-    ----------
-    shape : (int, int)
-        Image shape (the padded one for a bucketed fit).
-    n_gauss, n_psf : int
-        Components and PSF components (1 for a model without a PSF).
-    itemsize : int
-        8 for float64, 4 for float32.
-    band_pixels : int
-        :attr:`SolverOptions.band_pixels`.
-    compile : bool
-        Include :data:`COMPILE_BYTES`.
-
-    Returns
-    -------
-    int
-    """
-    nx, ny = (int(n) for n in shape)
-    plan = band_plan((nx, ny), band_pixels)
-    band = plan.rows * ny * int(n_gauss) * max(int(n_psf), 1) * _BAND_ITEMS_PER_PAIR * itemsize
-    pixels = nx * ny * (_PIXEL_BYTES_FIXED + _PIXEL_ITEMS * itemsize)
-    return int(band + pixels + (COMPILE_BYTES if compile else 0))

@@ -262,7 +262,7 @@ class Fitter(PosteriorMethods, MultiGaussModel):
         self.logger.info("Running least squares minimization")
         lb, ub = self._solver_bounds()
         periodic = bool(np.isclose(ub[3] - lb[3], np.pi))
-        # Padded to a bucket shape: images of similar sizes share one compiled fit.
+        # On a stack of tiles: images of any shape (up to 512x512 px) share one compiled fit.
         res = jax.device_get(_buckets.least_squares(self.model, self.img, self.weight,
                                                     self.param_init, lb, ub, options, periodic,
                                                     log=self.logger))

@@ -24,7 +24,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS = {
     "core": {
         "_config", "status", "model", "params", "render", "derivatives", "likelihood", "fit",
-        "buckets", "fit_inputs", "normal_equations", "progress", "express", "priors",
+        "buckets", "tiles", "fit_memory", "fit_inputs", "normal_equations", "progress", "express", "priors",
         "logdensity", "nuts", "diagnostics", "nested", "sample", "analysis", "radii",
         "footprint", "multiband", "multiband.model", "multiband.fit", "multiband.express",
         "multiband.full", "multiband.analysis", "multiband.synthetic", "psf_decompose",

@@ -1,17 +1,18 @@
-"""Bucket padding: fits of padded images equal unpadded ones; one program per shape family."""
+"""Tiled fits: fits on stacks of tiles equal direct ones; one program per model structure."""
 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imcascade_jax import buckets
+from imcascade_jax import buckets, tiles
 from imcascade_jax import fit as core_fit
 from imcascade_jax.model import make_model
+from imcascade_jax.normal_equations import band_plan, normal_equations
 from imcascade_jax.render import render
 
 # User-facing set-up code: no implicit rank promotion (tests/conftest.py).
@@ -21,7 +22,7 @@ SIG = np.array([0.8, 1.6, 3.2, 6.4])
 PSF_SIG, PSF_A = np.array([1.1, 2.4]), np.array([0.75, 0.25])
 # Tilted sky with clear slopes: padding must not move its reference point.
 TRUTH = np.array([21.3, 26.6, 0.6, 0.7, 1.3, 1.6, 1.4, 0.9, 0.05, 2e-3, -3e-3])
-SHAPE = (45, 50)  # buckets to (112, 112)
+SHAPE = (45, 50)
 
 
 def _problem(shape, psf_sig=PSF_SIG, seed=0):
@@ -43,62 +44,77 @@ MANY_SHAPES = [(129, 141), (269, 269), (199, 199), (213, 225), (177, 177), (111,
                (61, 61), (261, 261), (263, 273), (190, 190), (250, 250), (236, 233), (91, 91)]
 
 
-def test_own_buckets_are_multiples_of_16_square_for_near_square_images():
-    assert buckets.bucket_size(150) == 160 and buckets.bucket_size(160) == 160
-    assert all(buckets.bucket_size(n) >= n and buckets.bucket_size(n) % 16 == 0
-               for n in range(1, 5000))
-    # Every image up to 112 px shares the smallest bucket.
-    assert {buckets.bucket_size(n) for n in range(1, 113)} == {112}
-    assert buckets.bucket_shape((150, 150)) == (160, 160)  # 1.14x the pixels
-    assert buckets.bucket_shape((120, 137)) == (144, 144)  # near-square: one square bucket
-    assert buckets.bucket_shape((60, 181)) == (112, 192)  # elongated: each axis on its own
-    with pytest.raises(ValueError, match="'n'"):
-        buckets.bucket_size(0)
+def test_20_shapes_share_one_capacity_with_little_padding():
+    """The many-shapes benchmark's images: one tile capacity (one program per model
+    structure), the tiles 1.16x the images' pixels."""
+    grids = [tiles.tile_grid(shape) for shape in MANY_SHAPES]
+    assert {g.capacity for g in grids} == {256}
+    pixels = sum(a * b for a, b in MANY_SHAPES)
+    padded = sum(g.n_tiles * 32 * 32 for g in grids)
+    assert padded / pixels == pytest.approx(1.16, abs=0.005)
 
 
-def test_a_compiled_larger_program_is_reused_within_the_area_limits():
-    assert buckets.reusable((150, 150), (208, 208))  # 43264 px <= 2 x 160^2
-    assert not buckets.reusable((150, 150), (240, 240))  # 57600 px > 2 x 160^2
-    assert not buckets.reusable((150, 150), (208, 144))  # does not cover the image
-    assert buckets.reusable((40, 40), (144, 144))  # <= 2 x 112^2
-    assert not buckets.reusable((40, 40), (176, 176))
-    assert buckets.choose_shape((150, 150), []) == (160, 160)
-    assert buckets.choose_shape((150, 150), [(240, 240), (208, 208), (176, 176)]) == (176, 176)
-    assert buckets.choose_shape((150, 150), [(240, 240)]) == (160, 160)
+def test_tile_layout_round_trip_and_capacity():
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(45, 70))
+    grid = tiles.tile_grid(image.shape)
+    assert grid.grid == (2, 3) and grid.n_tiles == 6 and grid.capacity == 256
+    stack = tiles.to_tiles(image, grid)
+    assert stack.shape == (256, 32, 32) and not stack[6:].any()
+    np.testing.assert_array_equal(stack[4], np.pad(image[32:, 32:64], ((0, 19), (0, 0))))
+    np.testing.assert_array_equal(grid.offsets[:6], [[0, 0], [0, 32], [0, 64], [32, 0],
+                                                     [32, 32], [32, 64]])
+    np.testing.assert_array_equal(tiles.from_tiles(stack, grid), image)
+    # 17 x 17 tiles do not fit in 256 slots: the next class has 4x as many.
+    assert tiles.tile_grid((530, 520)).capacity == 1024
+    assert tiles.tile_grid((512, 512)).capacity == 256
+    with pytest.raises(ValueError, match="'shape'"):
+        tiles.tile_grid((0, 5))
+    with pytest.raises(ValueError, match="'image'"):
+        tiles.to_tiles(image[:-1], grid)
 
 
-def test_20_shapes_need_5_programs_and_little_padding():
-    """The many-shapes benchmark's sequence: 5 programs (7 and 9 components apart), the padded
-    area 1.25x the images' (1.38x on a fixed 1.5x grid, which needs 6)."""
-    compiled = {7: [], 9: []}
-    pixels = padded = 0
-    for shape in MANY_SHAPES:
-        n = 9 if shape[0] > 100 else 7  # initialize_fitter's default component count
-        target = buckets.choose_shape(shape, compiled[n])
-        assert target[0] >= shape[0] and target[1] >= shape[1]
-        if target not in compiled[n]:
-            compiled[n].append(target)
-        pixels += shape[0] * shape[1]
-        padded += target[0] * target[1]
-    assert compiled[7] == [(112, 112)]
-    assert compiled[9] == [(144, 144), (272, 272), (192, 192), (304, 304)]
-    assert padded / pixels == pytest.approx(1.25, abs=0.005)
+def test_narrow_components_are_the_narrower_half():
+    assert tiles.narrow_components(make_model((40, 40), SIG, PSF_SIG, PSF_A)) == (0, 1)
+    unsorted = make_model((40, 40), SIG[[2, 0, 3, 1]], PSF_SIG, PSF_A)
+    assert tiles.narrow_components(unsorted) == (1, 3)
+    assert tiles.narrow_components(make_model((40, 40), SIG, PSF_SIG, PSF_A,
+                                              render_mode="erf")) is None
+
+
+def test_far_tiles_without_the_narrow_components_give_the_same_equations():
+    """On a 150x140 image most tiles are far from the centre: leaving the narrow components
+    out there (exactly 0 under the cut-off) changes nothing but rounding."""
+    shape = (150, 140)
+    model = make_model(shape, np.array([0.8, 1.6, 3.2, 12.0, 30.0]), PSF_SIG, PSF_A,
+                       log_weight_scale=False)
+    param = np.array([70.3, 66.6, 0.6, 0.7, 5.0, 4.0, 3.0, 2.0, 1.0, 0.05, 2e-3, -3e-3])
+    rng = np.random.default_rng(5)
+    data = np.asarray(render_jit(model, param)) + rng.normal(0.0, 0.01, shape)
+    sqrt_w = np.full(shape, 100.0)
+    grid = tiles.tile_grid(shape)
+    tile_model = model.replace(shape=grid.tile)
+    narrow = tiles.narrow_components(model)
+    assert narrow == (0, 1)
+    args = (jnp.asarray(tiles.to_tiles(data, grid)), jnp.asarray(tiles.to_tiles(sqrt_w, grid)),
+            jnp.asarray(grid.offsets), np.int32(grid.n_tiles))
+    order, n_near = jax.jit(tiles._tile_order, static_argnums=1)(
+        tile_model, narrow, jnp.asarray(param), args[2], args[3])
+    assert 0 < int(n_near) < grid.n_tiles // 2  # the split is exercised
+    equations = jax.jit(lambda p, narrow: tiles.tiled_equations(
+        tile_model, core_fit.model_and_jacobian, p, *args, narrow), static_argnums=1)
+    full = normal_equations(model, core_fit.model_and_jacobian, jnp.asarray(param),
+                                     jnp.asarray(data), jnp.asarray(sqrt_w),
+                                     band_plan(shape))
+    for got in (equations(jnp.asarray(param), None), equations(jnp.asarray(param), narrow)):
+        assert float(got.cost) == pytest.approx(float(full.cost), rel=1e-12)
+        scale = np.sqrt(np.outer(np.diag(full.jtj), np.diag(full.jtj)))
+        assert np.max(np.abs(np.asarray(got.jtj - full.jtj)) / scale) < 1e-12
+        np.testing.assert_allclose(got.grad, full.grad, rtol=1e-10,
+                                   atol=1e-12 * float(np.max(np.abs(full.grad))))
 
 
 render_jit = jax.jit(render)
-
-
-def test_padded_problem_keeps_the_sky_reference_point():
-    model, data, weight, *_ = _problem(SHAPE)
-    padded, data_p, weight_p, crop = buckets.pad_problem(model, data, weight)
-    assert padded.shape == (112, 112) and data_p.shape == weight_p.shape == (112, 112)
-    np.testing.assert_array_equal(np.asarray(padded.sky_centre), [22.5, 25.0])
-    assert np.all(weight_p[45:] == 0) and np.all(weight_p[:, 50:] == 0)
-    np.testing.assert_array_equal(weight_p[crop], weight)
-    np.testing.assert_allclose(np.asarray(render_jit(padded, TRUTH))[crop],
-                               render_jit(model, TRUTH), rtol=0, atol=1e-13)
-    with pytest.raises(ValueError, match="'data'"):
-        buckets.pad_problem(model, data[:-1], weight)
 
 
 class _Notes(logging.Handler):
@@ -112,11 +128,10 @@ class _Notes(logging.Handler):
 
 @pytest.fixture(scope="module")
 def fits():
-    """A direct fit of a 130x100 image and bucket-padded fits (144x112) of it, of a 128x98 image
-    with another PSF and of a 120x90 image (their own bucket, 128x112, is not compiled: they
-    reuse 144x112); the compilations and notes the padded fits caused."""
+    """A direct fit of a 130x100 image and tiled fits of it, of a 128x98 image with another
+    PSF and of a 45x50 image; the compilations and notes the tiled fits caused."""
     problems = [_problem((130, 100), seed=2), _problem((128, 98), PSF_SIG * [0.9, 1.2], seed=3),
-                _problem((120, 90), seed=4)]
+                _problem(SHAPE, seed=4)]
     direct = core_fit.least_squares_jit(*problems[0], core_fit.DEFAULT_OPTIONS, True)
     logger = logging.getLogger("imcascade_jax")
     notes, level = _Notes(), logger.level
@@ -133,45 +148,28 @@ def fits():
                 notes=[m for m in notes.messages if "Compiling the least-squares fit" in m])
 
 
-def test_padded_fit_equals_unpadded_fit(fits):
-    direct, padded = fits["direct"], fits["padded"][0]
+def test_tiled_fit_equals_direct_fit(fits):
+    direct, tiled = fits["direct"], fits["padded"][0]
     shape = fits["problems"][0][0].shape
-    assert int(direct.status) > 0 and int(padded.status) == int(direct.status)
-    np.testing.assert_allclose(padded.x, direct.x, rtol=0, atol=1e-8)
-    assert float(padded.chi2) == pytest.approx(float(direct.chi2), rel=1e-8)
-    assert padded.residuals.shape == shape
-    np.testing.assert_allclose(padded.residuals, direct.residuals, rtol=0, atol=1e-8)
+    assert int(direct.status) > 0 and int(tiled.status) == int(direct.status)
+    np.testing.assert_allclose(tiled.x, direct.x, rtol=0, atol=1e-8)
+    assert float(tiled.chi2) == pytest.approx(float(direct.chi2), rel=1e-8)
+    assert tiled.residuals.shape == shape
+    np.testing.assert_allclose(tiled.residuals, direct.residuals, rtol=0, atol=1e-8)
     scale = np.sqrt(np.outer(np.diag(direct.jtj), np.diag(direct.jtj)))
-    assert np.max(np.abs(padded.jtj - direct.jtj) / scale) < 1e-8
-    # The sky's slopes are recovered, which needs the original reference point.
-    assert abs(float(padded.x[-2]) - TRUTH[-2]) < 5e-4
+    assert np.max(np.abs(tiled.jtj - direct.jtj) / scale) < 1e-8
+    # The sky's slopes are recovered, which needs the image's reference point on every tile.
+    assert abs(float(tiled.x[-2]) - TRUTH[-2]) < 5e-4
 
 
 def test_one_program_for_shapes_and_psfs_of_one_family(fits):
-    """Two shapes of one bucket, two different PSFs, and a smaller shape that reuses the
-    compiled program: a single compilation, announced once."""
+    """Three shapes and two different PSFs: a single compilation, announced once."""
     models = [p[0] for p in fits["problems"]]
     assert models[0].psf_sig[0] != models[1].psf_sig[0]
-    padded = [buckets.pad_problem(*p[:3])[0] for p in fits["problems"]]
-    assert [p.shape for p in padded] == [(144, 112), (128, 112), (128, 112)]
-    reused = [buckets.pad_problem(*p[:3], shape=(144, 112))[0] for p in fits["problems"]]
-    assert len({jax.tree_util.tree_structure(p) for p in reused}) == 1
+    args = [buckets.tiled_problem(*p)[0] for p in fits["problems"]]
+    assert len({jax.tree_util.tree_structure(a) for a in args}) == 1
     assert fits["compiled"] == 1
-    assert len(fits["notes"]) == 1 and "130x100 images (padded to 144x112)" in fits["notes"][0]
+    assert len(fits["notes"]) == 1 and "images up to 512x512 pixels" in fits["notes"][0]
     for model, res in zip(models, fits["padded"], strict=True):
         assert res.residuals.shape == model.shape and int(res.status) > 0
         assert abs(float(res.x[0]) - TRUTH[0]) < 0.05
-
-
-def test_crop_result_passes_extra_fields_through():
-    class Result(NamedTuple):
-        x: np.ndarray
-        jac: object
-        residuals: np.ndarray
-        extra_image: np.ndarray
-        note: str
-
-    res = Result(np.zeros(3), None, np.ones((8, 16)), np.ones((2, 8, 16)), "kept")
-    out = buckets.crop_result(res, (8, 16), (slice(0, 5), slice(0, 7)))
-    assert out.jac is None and out.note == "kept" and out.x.shape == (3,)
-    assert out.residuals.shape == (5, 7) and out.extra_image.shape == (2, 5, 7)

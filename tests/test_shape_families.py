@@ -1,8 +1,9 @@
-"""Fitting many cutouts: a galaxy whose bucket is compiled compiles nothing, end to end.
+"""Fitting many cutouts: a galaxy whose family's fit is compiled compiles nothing, end to end.
 
 ``initialize_fitter(...).run_ls_min()`` on a new image shape must not compile any program when
-its bucket's fit is already compiled: no eager image-shaped JAX operation in the set-up (the
-likelihood normalisation, the sky of the flux guess) nor in cropping the result.
+the tiled fit of its model structure is already compiled: no eager image-shaped JAX operation
+in the set-up (the likelihood normalisation, the sky of the flux guess) nor in reassembling
+the result.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import imcascade_jax
-from imcascade_jax import buckets, defaults, likelihood
+from imcascade_jax import defaults, likelihood, tiles
 from imcascade_jax.synthetic import make_galaxy, moffat_psf
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -27,7 +28,7 @@ def _galaxy(shape, seed):
 
 def test_a_galaxy_of_a_compiled_family_compiles_nothing():
     first, second = _galaxy((48, 52), 1), _galaxy((57, 55), 2)
-    assert buckets.bucket_shape((48, 52)) == buckets.bucket_shape((57, 55)) == (112, 112)
+    assert tiles.tile_grid((48, 52)).capacity == tiles.tile_grid((57, 55)).capacity == 256
     imcascade_jax.initialize_fitter(first.img, first.psf, err=first.err, verbose=False).run_ls_min()
     compiles = []
 
