@@ -64,7 +64,7 @@ def tiled_problem(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     Returns
     -------
     args : tuple
-        ``(tile_model, data_tiles, weight_tiles, offsets, n_tiles, x0, lb, ub)``.
+        ``(tile_model, data_tiles, weight_tiles, offsets, n_tiles, scale, x0, lb, ub)``.
     grid : imcascade_jax.tiles.TileGrid
         The layout (:func:`imcascade_jax.tiles.from_tiles` puts residuals back).
     narrow : tuple of int or None
@@ -76,9 +76,14 @@ def tiled_problem(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     if centre is None:
         centre = np.array([model.shape[0] / 2.0, model.shape[1] / 2.0])
     tile_model = model.replace(shape=grid.tile, sky_centre=jnp.asarray(centre, dtype))
-    stacks = (jnp.asarray(tiles.to_tiles(np.asarray(a, dtype), grid)) for a in (data, weight))
+    data, weight = (np.asarray(a, dtype) for a in (data, weight))
+    # The solver's unit as the solver computes it (the same values, so the same power of two).
+    usable = (weight > 0) & np.isfinite(weight) & np.isfinite(data)
+    scale = _fit.data_scale(np.where(usable, data, 0.0), np.where(usable, weight, 0.0), xp=np)
+    stacks = (jnp.asarray(tiles.to_tiles(a, grid)) for a in (data, weight))
     vectors = (jnp.asarray(v, dtype) for v in (x0, lb, ub))
-    args = (tile_model, *stacks, jnp.asarray(grid.offsets), np.int32(grid.n_tiles), *vectors)
+    args = (tile_model, *stacks, jnp.asarray(grid.offsets), np.int32(grid.n_tiles),
+            jnp.asarray(scale, dtype), *vectors)
     return args, grid, tiles.narrow_components(model)
 
 

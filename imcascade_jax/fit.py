@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from imcascade_jax.derivatives import (
     basis_and_tangents,
@@ -234,20 +235,24 @@ def jacobian_at(model: Model, param: jax.Array, weight: jax.Array) -> jax.Array:
     return -jnp.sqrt(jnp.asarray(weight, model.dtype))[None] * dimage
 
 
-def data_scale(data: jax.Array, weight: jax.Array) -> jax.Array:
+def data_scale(data: jax.Array, weight: jax.Array, xp=jnp) -> jax.Array:
     """The unit the solver measures the data in: a power of two near the median ``|data|``.
 
     Over pixels of positive weight; the largest ``|data|`` when the median is 0, and 1 for an
     image of zeros. A power of two, so that dividing by it is exact; for ``data * s`` it is
-    ``s`` times that of ``data`` (up to the rounding to a power of two).
+    ``s`` times that of ``data`` (up to the rounding to a power of two). ``xp``: the array
+    namespace, ``jax.numpy`` (traceable) or ``numpy`` (on the host, no compilation).
     """
-    a = jnp.abs(data)
-    good = (weight > 0) & jnp.isfinite(a)
-    median = jnp.nanmedian(jnp.where(good, a, jnp.nan))
-    top = jnp.max(jnp.where(good, a, 0.0))
-    level = jnp.where(median > 0, median, jnp.where(top > 0, top, 1.0))
-    level = jnp.where(jnp.isfinite(level), level, 1.0)
-    return jnp.exp2(jnp.round(jnp.log2(level)))
+    a = xp.abs(data)
+    good = (weight > 0) & xp.isfinite(a)
+    if xp is np and not np.any(good):
+        return np.float64(1.0)  # as below, without NumPy's warning about an all-NaN median
+    median = xp.nanmedian(xp.where(good, a, xp.nan))
+    top = xp.max(xp.where(good, a, 0.0))
+    level = xp.where(median > 0, median, xp.where(top > 0, top, 1.0))
+    level = xp.where(xp.isfinite(level), level, 1.0)
+    # ldexp, not exp2: exactly a power of two (JAX's exp2 of an integer can be 1 ulp off).
+    return xp.ldexp(xp.ones_like(level), xp.round(xp.log2(level)).astype(np.int32))
 
 
 def _open_bounds(lb, ub, periodic_phi):
@@ -428,11 +433,12 @@ def solve_with(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
                periodic_phi: bool, layout) -> FitResult:
     """The solver on data laid out as ``layout`` says (a whole image, or a stack of tiles).
 
-    ``layout`` provides ``pad(array)`` (the data's working layout, extra entries of zero
-    weight), ``equations(model, x, data, sqrt_w)`` (:class:`NormalEquations` over the laid-out
-    data) and ``residuals(model, x, data, sqrt_w)`` (the residual array, in the layout the
-    caller reads back). ``data`` and ``weight`` are read element by element otherwise, so any
-    array shape works.
+    ``layout`` provides ``scale(data, weight)`` (:func:`data_scale`, or the same computed
+    beforehand), ``pad(array)`` (the data's working layout, extra entries of zero weight),
+    ``equations(model, x, data, sqrt_w)`` (:class:`NormalEquations` over the laid-out data)
+    and ``residuals(model, x, data, sqrt_w)`` (the residual array, in the layout the caller
+    reads back). ``data`` and ``weight`` are read element by element otherwise, so any array
+    shape works.
     """
     dtype = model.dtype
     lin = model.replace(log_weight_scale=False)
@@ -441,7 +447,7 @@ def solve_with(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
     usable = (weight > 0) & jnp.isfinite(weight) & jnp.isfinite(data)
     weight = jnp.where(usable, weight, 0.0)
     data = jnp.where(usable, data, 0.0)
-    scale = data_scale(data, weight)
+    scale = layout.scale(data, weight)
     data_n = layout.pad(data / scale)
     sqrt_w = layout.pad(jnp.sqrt(weight) * scale)  # residuals keep their units
     lb_i, ub_i = _to_internal(model, lb, scale), _to_internal(model, ub, scale)
@@ -478,6 +484,9 @@ class _RowBands(NamedTuple):
     """A whole image, evaluated in bands of rows (:mod:`imcascade_jax.normal_equations`)."""
 
     plan: BandPlan
+
+    def scale(self, data, weight):
+        return data_scale(data, weight)
 
     def pad(self, image):
         return pad_rows(image, self.plan)

@@ -42,6 +42,8 @@ __all__ = ["TILE_SHAPE", "MIN_TILES", "TileGrid", "tile_grid", "to_tiles", "from
 
 #: Pixels of a tile (rows, columns).
 TILE_SHAPE = (32, 32)
+#: Tiles evaluated together in one iteration of the solver's loop over tiles.
+TILES_PER_STEP = 4
 #: The smallest capacity (tiles): one program for every image up to 512x512 pixels; larger
 #: capacities grow by 4x.
 MIN_TILES = 256
@@ -211,14 +213,29 @@ def _wide_part(model: Model, narrow: tuple[int, ...]):
 
 
 def _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order, start, stop, zero):
-    def body(k, acc):
-        i = order[k]
-        sub, shift = tile_model(model, offsets[i])
-        t = _tile_equations(sub, jacobian_fn, param + shift, data[i], sqrt_w[i])
-        return NormalEquations(acc.cost + t.cost, acc.jtj + t.jtj, acc.grad + t.grad,
-                               acc.finite & t.finite)
+    """Sum the equations of the tiles at positions ``[start, stop)`` of ``order``.
 
-    return jax.lax.fori_loop(start, stop, body, zero)
+    :data:`TILES_PER_STEP` tiles per loop iteration (``vmap``): the loop's fixed cost per
+    iteration is shared by several tiles. Positions beyond ``stop`` in the last group are
+    evaluated with zero weight (they add nothing).
+    """
+    group = TILES_PER_STEP
+    last = order.shape[0] - 1
+
+    def one(offset, data_tile, sqrt_w_tile):
+        sub, shift = tile_model(model, offset)
+        return _tile_equations(sub, jacobian_fn, param + shift, data_tile, sqrt_w_tile)
+
+    def body(k, acc):
+        pos = start + k * group + jnp.arange(group, dtype=jnp.int32)
+        idx = order[jnp.minimum(pos, last)]
+        valid = (pos < stop).astype(sqrt_w.dtype)[:, None, None]
+        t = jax.vmap(one)(offsets[idx], data[idx], sqrt_w[idx] * valid)
+        return NormalEquations(acc.cost + jnp.sum(t.cost), acc.jtj + jnp.sum(t.jtj, axis=0),
+                               acc.grad + jnp.sum(t.grad, axis=0), acc.finite & jnp.all(t.finite))
+
+    n_groups = (stop - start + group - 1) // group
+    return jax.lax.fori_loop(jnp.int32(0), n_groups.astype(jnp.int32), body, zero)
 
 
 def _zero_equations(n: int, dtype) -> NormalEquations:
@@ -254,14 +271,14 @@ def tiled_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array
     zero = _zero_equations(n, dtype)
     if narrow is None:
         order = jnp.arange(offsets.shape[0], dtype=jnp.int32)
-        return _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order, 0, n_tiles,
-                           zero)
+        return _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order,
+                           jnp.int32(0), jnp.asarray(n_tiles, jnp.int32), zero)
     order, n_near = _tile_order(model, narrow, param, offsets, n_tiles)
     near = _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order, jnp.int32(0),
                        n_near, zero)
     sub, keep = _wide_part(model, narrow)
     far = _accumulate(sub, jacobian_fn, param[keep], data, sqrt_w, offsets, order, n_near,
-                      n_tiles, _zero_equations(len(keep), dtype))
+                      jnp.asarray(n_tiles, jnp.int32), _zero_equations(len(keep), dtype))
     return NormalEquations(near.cost + far.cost,
                            near.jtj.at[np.ix_(keep, keep)].add(far.jtj),
                            near.grad.at[keep].add(far.grad), near.finite & far.finite)
@@ -281,7 +298,11 @@ def tiled_residuals(model: Model, param: jax.Array, data: jax.Array, sqrt_w: jax
 class _Tiles(NamedTuple):
     offsets: jax.Array
     n_tiles: jax.Array
+    unit: jax.Array
     narrow: tuple[int, ...] | None
+
+    def scale(self, data, weight):
+        return self.unit
 
     def pad(self, stack):
         return stack
@@ -294,17 +315,20 @@ class _Tiles(NamedTuple):
         return tiled_residuals(model, x, data, sqrt_w, self.offsets, self.n_tiles)
 
 
-def _solve_tiles(model: Model, data, weight, offsets, n_tiles, x0, lb, ub,
+def _solve_tiles(model: Model, data, weight, offsets, n_tiles, scale, x0, lb, ub,
                  options: _fit.SolverOptions, periodic_phi: bool,
                  narrow: tuple[int, ...] | None = None) -> _fit.FitResult:
-    layout = _Tiles(jnp.asarray(offsets, jnp.int32), jnp.asarray(n_tiles, jnp.int32), narrow)
+    layout = _Tiles(jnp.asarray(offsets, jnp.int32), jnp.asarray(n_tiles, jnp.int32),
+                    jnp.asarray(scale, model.dtype), narrow)
     return _fit.solve_with(model, data, weight, x0, lb, ub, options, periodic_phi, layout)
 
 
 #: :func:`imcascade_jax.fit.least_squares` on stacks of tiles, compiled once per tile shape,
 #: capacity, model structure and options: ``solve_tiles_jit(model, data, weight, offsets,
-#: n_tiles, x0, lb, ub, options, periodic_phi)`` with ``model`` of the tile's shape and the
-#: image's ``sky_centre``, ``data``/``weight`` from :func:`to_tiles`; ``residuals`` come back as
-#: a stack (:func:`from_tiles`). No input checks: :mod:`imcascade_jax.buckets` checks the
-#: image's problem first.
+#: n_tiles, scale, x0, lb, ub, options, periodic_phi, narrow)`` with ``model`` of the tile's
+#: shape and the image's ``sky_centre``, ``data``/``weight`` from :func:`to_tiles`, ``scale``
+#: the image's :func:`imcascade_jax.fit.data_scale` (computed with NumPy on the image: a median
+#: over the whole stack would sort every slot) and ``narrow`` from :func:`narrow_components`;
+#: ``residuals`` come back as a stack (:func:`from_tiles`). No input checks:
+#: :mod:`imcascade_jax.buckets` checks the image's problem first.
 solve_tiles_jit = jax.jit(_solve_tiles, static_argnames=("options", "periodic_phi", "narrow"))

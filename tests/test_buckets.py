@@ -173,3 +173,17 @@ def test_one_program_for_shapes_and_psfs_of_one_family(fits):
     for model, res in zip(models, fits["padded"], strict=True):
         assert res.residuals.shape == model.shape and int(res.status) > 0
         assert abs(float(res.x[0]) - TRUTH[0]) < 0.05
+
+
+def test_data_scale_on_the_host_is_the_solvers():
+    """The tiled fit's unit is computed with NumPy on the image: the same power of two as the
+    solver's own (JAX) computation, for ordinary, all-zero and unusable data."""
+    rng = np.random.default_rng(7)
+    data = rng.normal(3e-12, 1e-12, (37, 41))
+    weight = np.where(rng.random((37, 41)) < 0.2, 0.0, 1.0)
+    cases = [(data, weight), (data * 0.0, weight), (data, weight * 0.0),
+             (np.abs(data) * 1e20, weight)]
+    for d, w in cases:
+        host = core_fit.data_scale(d, w, xp=np)
+        assert float(host) == float(core_fit.data_scale(jnp.asarray(d), jnp.asarray(w)))
+    assert float(core_fit.data_scale(data, weight, xp=np)) == 2.0**-38  # median |data| 3e-12
