@@ -15,8 +15,9 @@ The solver is a projected Levenberg-Marquardt method written for this problem:
   Jacobian vanishes at the bounds) converged slowly in our trials;
 - the position angle is periodic: with the default bounds ``[0, pi]`` it is wrapped, not clipped
   (1.1 clips it, so fits of galaxies with a position angle near 0 stall at the bound);
-- everything is one ``lax.while_loop``: the fit compiles once per image shape and model, runs
-  without Python in the loop, and ``jax.vmap`` turns it into a batched catalog fit. Failures come
+- everything is one ``lax.while_loop``: the fit compiles once per image shape and model (once
+  per model structure on stacks of tiles, :mod:`imcascade_jax.tiles`), runs without Python in
+  the loop, and ``jax.vmap`` turns it into a batched catalog fit. Failures come
   back as a :class:`~imcascade_jax.status.FitStatus` code, never as exceptions (an impossible
   problem given as concrete arrays raises a ``ValueError`` before the solver starts);
 - unit-free: the solver works on the data divided by a robust level of the data (a power of

@@ -15,12 +15,12 @@ the tilted-plane sky referred to the whole image's reference point (its ``sky_ce
 equations are sums over tiles. Pixels of the last tiles beyond the image, and the unused slots,
 carry zero weight: they add nothing to chi2, to ``J^T J`` or to ``J^T r``.
 
-On tiles far from the centre the narrower half of the components is exactly 0 (the hybrid
-renderer's 5-sigma cut-off) and is left out (:func:`narrow_components`): the same sums, with
-less work where most of a large cutout is sky. Small tiles make that split fine-grained and
-pad little; each tile costs a fixed ~0.2 ms of loop overhead on the CPU. On the 20 cutouts of
-``benchmarks/many_shapes.py`` 32x32 tiles fitted faster than 32x64 or 64x64 ones; without
-the split, 32x32 tiles ran ~20% slower per pixel than whole images.
+Small tiles pad little; the loop evaluates :data:`TILES_PER_STEP` tiles per iteration (its
+fixed cost, ~0.1 ms on the CPU, shared). On the 20 cutouts of ``benchmarks/many_shapes.py``
+32x32 tiles fitted faster than 32x64 or 64x64 ones. Optionally (``narrow``), on tiles far from
+the centre the narrower half of the components, exactly 0 there (the hybrid renderer's 5-sigma
+cut-off), is left out (:func:`narrow_components`): the same sums, with less work where most of
+a large frame is sky, for a second loop body to compile.
 """
 
 from __future__ import annotations

@@ -187,3 +187,13 @@ def test_data_scale_on_the_host_is_the_solvers():
         host = core_fit.data_scale(d, w, xp=np)
         assert float(host) == float(core_fit.data_scale(jnp.asarray(d), jnp.asarray(w)))
     assert float(core_fit.data_scale(data, weight, xp=np)) == 2.0**-38  # median |data| 3e-12
+
+
+def test_only_large_images_skip_narrow_components_on_far_tiles():
+    """Cutouts up to 512x512 px compile one loop body; larger frames, whose fits are long,
+    also the one without the narrow components."""
+    for shape, expected in (((512, 500), None), ((530, 520), (0, 1))):
+        model = make_model(shape, SIG, PSF_SIG, PSF_A)
+        zeros = np.zeros(shape)
+        _, grid, narrow = buckets.tiled_problem(model, zeros, zeros + 1.0, TRUTH, TRUTH, TRUTH)
+        assert narrow == expected and (grid.capacity > 256) == (expected is not None)
