@@ -349,6 +349,8 @@ def render_basis(model: Model, x0, y0, q, phi) -> jax.Array:
         idx = np.asarray(windowed)
         parts.append(_window_basis(model, int(windows[idx[0]]), x0, y0,
                                    (cxx[idx], cxy[idx], cyy[idx]), diff[idx]))
+    if not windowed:
+        return parts[0]  # the components in their own order: no reordering (a gather in XLA)
     basis = jnp.concatenate(parts, axis=0)
     return basis[np.argsort(np.asarray(full + windowed))]
 
