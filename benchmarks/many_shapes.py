@@ -2,8 +2,9 @@
 
 Each galaxy (Sersic, random n, r_e, q, phi, one of three Moffat PSFs, noise 0.005) is fitted
 end to end with ``initialize_fitter(img, psf, err=...).run_ls_min()``: PSF decomposition, sep,
-defaults, and the compiled least-squares fit. imcascade_jax pads every image to a bucket shape
-(:mod:`imcascade_jax.buckets`), so the 20 shapes need a handful of compiled programs.
+defaults, and the compiled least-squares fit. imcascade_jax fits every image as a stack of
+tiles (:mod:`imcascade_jax.tiles`, :mod:`imcascade_jax.buckets`), so the 20 shapes need one
+compiled program per model structure.
 
 Runs, in the same invocation:
 
@@ -17,8 +18,8 @@ Times are wall clock, loads are ``os.getloadavg()`` (1 min) read after each part
 ``initialize_fitter``; ``compile`` is building the fit programs (tracing, then XLA compilation or
 loading from the cache); ``fits`` the rest of ``run_ls_min``. ``XLA compilations`` counts every
 program XLA compiled or loaded, the fit programs and any other JAX operation; ``padded / image
-pixels`` is the area the fits ran on over the images' own; ``PSF decompositions`` those actually
-computed (the others came from the cache of ``initialize_fitter``).
+pixels`` is the area the fits ran on (their tiles) over the images' own; ``PSF decompositions``
+those actually computed (the others came from the cache of ``initialize_fitter``).
 Run: ``python benchmarks/many_shapes.py [--n-reference 4] [--skip-imcascade]``
 (``--n-reference 20`` fits all 20 with 1.1: its total is then measured, not extrapolated).
 """
