@@ -197,3 +197,28 @@ def test_only_large_images_skip_narrow_components_on_far_tiles():
         zeros = np.zeros(shape)
         _, grid, narrow = buckets.tiled_problem(model, zeros, zeros + 1.0, TRUTH, TRUTH, TRUTH)
         assert narrow == expected and (grid.capacity > 256) == (expected is not None)
+
+
+@pytest.mark.slow
+def test_large_image_fit_with_far_tiles_equals_direct_fit():
+    """A 530x520 image (1024 slots, far tiles without the narrow components) fitted through
+    the tiled program gives the direct whole-image fit."""
+    shape = (530, 520)
+    model = make_model(shape, SIG * 3.0, PSF_SIG, PSF_A)
+    truth = TRUTH.copy()
+    truth[:2] = [262.4, 250.7]
+    rng = np.random.default_rng(11)
+    data = np.asarray(render_jit(model, truth)) + rng.normal(0.0, 0.01, shape)
+    weight = np.full(shape, 1e4)
+    x0 = truth + np.array([0.4, -0.3, 0.1, 0.2, -0.3, 0.2, 0.1, -0.2, 0.0, 0.0, 0.0])
+    lb = np.array([250, 240, 0.1, 0, -3, -3, -3, -3, -1, -1, -1], float)
+    ub = np.array([275, 265, 1.0, np.pi, 3, 3, 3, 3, 1, 1, 1], float)
+    direct = core_fit.least_squares_jit(model, data, weight, x0, lb, ub)
+    _, grid, narrow = buckets.tiled_problem(model, data, weight, x0, lb, ub)
+    assert grid.capacity == 1024 and narrow == (0, 1)
+    tiled = buckets.least_squares(model, data, weight, x0, lb, ub)
+    assert int(direct.status) > 0 and int(tiled.status) == int(direct.status)
+    np.testing.assert_allclose(tiled.x, direct.x, rtol=0, atol=1e-8)
+    assert float(tiled.chi2) == pytest.approx(float(direct.chi2), rel=1e-10)
+    np.testing.assert_allclose(tiled.residuals, direct.residuals, rtol=0, atol=1e-8)
+    assert abs(float(tiled.x[0]) - truth[0]) < 0.01
