@@ -112,15 +112,23 @@ class NormalEquations(NamedTuple):
     finite: jax.Array
 
 
+def piece_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array,
+                    sqrt_w: jax.Array) -> NormalEquations:
+    """:class:`NormalEquations` of one piece of an image (a band of rows, a tile).
+
+    ``model`` is the piece's model and ``param`` its parameters (centre relative to the
+    piece); ``data`` and ``sqrt_w`` have the piece's shape.
+    """
+    image, dimage = jacobian_fn(model, param)
+    r = sqrt_w * (data - image)
+    jac = (-sqrt_w[None] * dimage).reshape(param.shape[0], -1)
+    finite = jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac))
+    return NormalEquations(0.5 * jnp.sum(r * r), jac @ jac.T, jac @ r.reshape(-1), finite)
+
+
 def _band_equations(model: Model, jacobian_fn, param, data_band, sqrt_w_band, rows, r0):
     sub = band_model(model, BandPlan(rows, 1), r0)
-    image, dimage = jacobian_fn(sub, band_param(param, r0))
-    r = sqrt_w_band * (data_band - image)
-    jac = (-sqrt_w_band[None] * dimage).reshape(param.shape[0], -1)
-    jtj = jac @ jac.T
-    grad = jac @ r.reshape(-1)
-    finite = jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac))
-    return NormalEquations(0.5 * jnp.sum(r * r), jtj, grad, finite)
+    return piece_equations(sub, jacobian_fn, band_param(param, r0), data_band, sqrt_w_band)
 
 
 def normal_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array,

@@ -33,7 +33,7 @@ import numpy as np
 
 from imcascade_jax import fit as _fit
 from imcascade_jax.model import HYBRID_NSIGMA, Model
-from imcascade_jax.normal_equations import NormalEquations
+from imcascade_jax.normal_equations import NormalEquations, piece_equations
 from imcascade_jax.render import PIXEL_VAR, render
 
 __all__ = ["TILE_SHAPE", "MIN_TILES", "TileGrid", "tile_grid", "to_tiles", "from_tiles",
@@ -151,14 +151,6 @@ def tile_model(model: Model, offset) -> tuple[Model, Any]:
     return model.replace(sky_centre=jnp.asarray(centre, dtype) - offset), shift
 
 
-def _tile_equations(model, jacobian_fn, param, data, sqrt_w):
-    image, dimage = jacobian_fn(model, param)
-    r = sqrt_w * (data - image)
-    jac = (-sqrt_w[None] * dimage).reshape(param.shape[0], -1)
-    finite = jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac))
-    return NormalEquations(0.5 * jnp.sum(r * r), jac @ jac.T, jac @ r.reshape(-1), finite)
-
-
 def narrow_components(model: Model) -> tuple[int, ...] | None:
     """The components :func:`tiled_equations` skips on tiles far from the centre (static).
 
@@ -224,7 +216,7 @@ def _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order, start, 
 
     def one(offset, data_tile, sqrt_w_tile):
         sub, shift = tile_model(model, offset)
-        return _tile_equations(sub, jacobian_fn, param + shift, data_tile, sqrt_w_tile)
+        return piece_equations(sub, jacobian_fn, param + shift, data_tile, sqrt_w_tile)
 
     def body(k, acc):
         pos = start + k * group + jnp.arange(group, dtype=jnp.int32)
