@@ -301,3 +301,20 @@ def test_psf_and_setup_modules_depend_on_the_core_only():
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
                 assert not names & shims, f"{module} imports {names & shims}"
+
+
+@pytest.mark.parametrize("radius", [1.5, 2.0, 1.5625, 3.3, 5.0])
+def test_expand_mask_is_astropys_gaussian_convolution(radius):
+    """The separable filter equals astropy's 2-D convolution with Gaussian2DKernel (the
+    kernel 1.1's expand_mask uses), edges included."""
+    from astropy.convolution import Gaussian2DKernel, convolve
+
+    rng = np.random.default_rng(int(radius * 10))
+    mask = (rng.random((67, 53)) < 0.03).astype(float)
+    mask[0, :5] = 1.0  # sources on the edge
+    reference = convolve(mask, Gaussian2DKernel(radius))
+    for threshold in (1e-3, 1e-2, 1e-4):
+        np.testing.assert_array_equal(utils.expand_mask(mask, radius, threshold),
+                                      np.where(reference > threshold, 1.0, 0.0))
+    with pytest.raises(ValueError, match="finite"):
+        utils.expand_mask(np.where(mask > 0, np.nan, 0.0), radius)
