@@ -79,8 +79,7 @@ def tiled_problem(model: Model, data: Any, weight: Any, x0: Any, lb: Any, ub: An
     tile_model = model.replace(shape=grid.tile, sky_centre=jnp.asarray(centre, dtype))
     data, weight = (np.asarray(a, dtype) for a in (data, weight))
     # The solver's unit as the solver computes it (the same values, so the same power of two).
-    usable = (weight > 0) & np.isfinite(weight) & np.isfinite(data)
-    scale = _fit.data_scale(np.where(usable, data, 0.0), np.where(usable, weight, 0.0), xp=np)
+    scale = _fit.data_scale(*_fit.usable_data(data, weight, xp=np), xp=np)
     stacks = (jnp.asarray(tiles.to_tiles(a, grid)) for a in (data, weight))
     vectors = (jnp.asarray(v, dtype) for v in (x0, lb, ub))
     args = (tile_model, *stacks, jnp.asarray(grid.offsets), np.int32(grid.n_tiles),

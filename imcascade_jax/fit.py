@@ -71,7 +71,7 @@ from imcascade_jax.render import render_basis, render_sky, weighted_sum
 from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
-           "FitResult", "model_and_jacobian", "jacobian_at", "data_scale", "least_squares",
+           "FitResult", "model_and_jacobian", "jacobian_at", "usable_data", "data_scale", "least_squares",
            "least_squares_jit", "solve_jit", "solve_with", "fit_memory_bytes", "fit_memory_estimate",
            "COMPILE_BYTES", "REJECTED_FTOL_FACTOR"]
 
@@ -234,6 +234,13 @@ def jacobian_at(model: Model, param: jax.Array, weight: jax.Array) -> jax.Array:
     """
     _, dimage = model_and_jacobian(model, jnp.asarray(param, model.dtype))
     return -jnp.sqrt(jnp.asarray(weight, model.dtype))[None] * dimage
+
+
+def usable_data(data: jax.Array, weight: jax.Array, xp=jnp):
+    """``(data, weight)`` with pixels of non-positive or non-finite weight, or non-finite data,
+    set to 0 (weight 0: they take no part in the fit). ``xp``: ``jax.numpy`` or ``numpy``."""
+    usable = (weight > 0) & xp.isfinite(weight) & xp.isfinite(data)
+    return xp.where(usable, data, 0.0), xp.where(usable, weight, 0.0)
 
 
 def data_scale(data: jax.Array, weight: jax.Array, xp=jnp) -> jax.Array:
@@ -445,9 +452,7 @@ def solve_with(model: Model, data, weight, x0, lb, ub, options: SolverOptions,
     lin = model.replace(log_weight_scale=False)
     data, weight, x0, lb, ub = (jnp.asarray(v, dtype) for v in (data, weight, x0, lb, ub))
     bad = bad_input(data, weight, x0, lb, ub, periodic_phi)
-    usable = (weight > 0) & jnp.isfinite(weight) & jnp.isfinite(data)
-    weight = jnp.where(usable, weight, 0.0)
-    data = jnp.where(usable, data, 0.0)
+    data, weight = usable_data(data, weight)
     scale = layout.scale(data, weight)
     data_n = layout.pad(data / scale)
     sqrt_w = layout.pad(jnp.sqrt(weight) * scale)  # residuals keep their units

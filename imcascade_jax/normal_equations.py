@@ -112,6 +112,12 @@ class NormalEquations(NamedTuple):
     finite: jax.Array
 
 
+def zero_equations(n: int, dtype) -> NormalEquations:
+    """The empty sum: zero cost and normal equations for ``n`` parameters, finite."""
+    return NormalEquations(jnp.zeros((), dtype), jnp.zeros((n, n), dtype), jnp.zeros(n, dtype),
+                           jnp.asarray(True))
+
+
 def piece_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array,
                     sqrt_w: jax.Array) -> NormalEquations:
     """:class:`NormalEquations` of one piece of an image (a band of rows, a tile).
@@ -163,9 +169,7 @@ def normal_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Arra
         return NormalEquations(acc.cost + band.cost, acc.jtj + band.jtj, acc.grad + band.grad,
                                acc.finite & band.finite)
 
-    n, dtype = param.shape[0], param.dtype
-    zero = NormalEquations(jnp.zeros((), dtype), jnp.zeros((n, n), dtype), jnp.zeros(n, dtype),
-                           jnp.asarray(True))
+    zero = zero_equations(param.shape[0], param.dtype)
     return jax.lax.fori_loop(0, plan.n_bands, body, zero)
 
 

@@ -378,7 +378,7 @@ def _run_numpyro(fn, transform, inverse_mass, init_transform, x0, key, step_size
                       None if samples is None else np.asarray(samples))
 
 
-def _seed_array(seed: int) -> np.ndarray:
+def seed_array(seed: int) -> np.ndarray:
     """``seed`` as a NumPy integer of JAX's default integer type (the program makes the key)."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         arr = np.asarray(seed)  # NumPy and JAX integer scalars
@@ -501,7 +501,7 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
                             step_size, jitter, **settings)
     # NumPy scalars (the key is made inside the program): no small programs compiled to
     # convert them.
-    seed_arr = _seed_array(seed)
+    seed_arr = seed_array(seed)
     args = (fn, tr, inverse_mass_matrix, itr, x0, seed_arr, np.asarray(step_size, x0.dtype),
             jitter)
     program, compile_s = compiled_program(_blackjax_program, args, settings,

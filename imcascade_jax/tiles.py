@@ -15,10 +15,10 @@ the tilted-plane sky referred to the whole image's reference point (its ``sky_ce
 equations are sums over tiles. Pixels of the last tiles beyond the image, and the unused slots,
 carry zero weight: they add nothing to chi2, to ``J^T J`` or to ``J^T r``.
 
-Small tiles pad little; the loop evaluates :data:`TILES_PER_STEP` tiles per iteration (its
-fixed cost, ~0.1 ms on the CPU, shared). On the 20 cutouts of ``benchmarks/many_shapes.py``
-32x32 tiles fitted faster than 32x64 or 64x64 ones. Optionally (``narrow``), on tiles far from
-the centre the narrower half of the components, exactly 0 there (the hybrid renderer's 5-sigma
+Small tiles pad little. On the 20 cutouts of ``benchmarks/many_shapes.py`` 32x32 tiles
+fitted faster than 32x64 or 64x64 ones, and 2, 4 or 8 tiles per loop iteration
+(:data:`TILES_PER_STEP`) equally fast within the machine's noise. Optionally (``narrow``), on
+tiles far from the centre the narrower half of the components, exactly 0 there (the hybrid renderer's 5-sigma
 cut-off), is left out (:func:`narrow_components`): the same sums, with less work where most of
 a large frame is sky, for a second loop body to compile.
 """
@@ -33,7 +33,7 @@ import numpy as np
 
 from imcascade_jax import fit as _fit
 from imcascade_jax.model import HYBRID_NSIGMA, Model
-from imcascade_jax.normal_equations import NormalEquations, piece_equations
+from imcascade_jax.normal_equations import NormalEquations, piece_equations, zero_equations
 from imcascade_jax.render import PIXEL_VAR, render
 
 __all__ = ["TILE_SHAPE", "MIN_TILES", "TileGrid", "tile_grid", "to_tiles", "from_tiles",
@@ -207,9 +207,8 @@ def _wide_part(model: Model, narrow: tuple[int, ...]):
 def _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order, start, stop, zero):
     """Sum the equations of the tiles at positions ``[start, stop)`` of ``order``.
 
-    :data:`TILES_PER_STEP` tiles per loop iteration (``vmap``): the loop's fixed cost per
-    iteration is shared by several tiles. Positions beyond ``stop`` in the last group are
-    evaluated with zero weight (they add nothing).
+    :data:`TILES_PER_STEP` tiles per loop iteration (``vmap``). Positions beyond ``stop`` in
+    the last group are evaluated with zero weight (they add nothing).
     """
     group = TILES_PER_STEP
     last = order.shape[0] - 1
@@ -228,11 +227,6 @@ def _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order, start, 
 
     n_groups = (stop - start + group - 1) // group
     return jax.lax.fori_loop(jnp.int32(0), n_groups.astype(jnp.int32), body, zero)
-
-
-def _zero_equations(n: int, dtype) -> NormalEquations:
-    return NormalEquations(jnp.zeros((), dtype), jnp.zeros((n, n), dtype), jnp.zeros(n, dtype),
-                           jnp.asarray(True))
 
 
 def tiled_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array,
@@ -260,7 +254,7 @@ def tiled_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array
         component on every tile.
     """
     n, dtype = param.shape[0], param.dtype
-    zero = _zero_equations(n, dtype)
+    zero = zero_equations(n, dtype)
     if narrow is None:
         order = jnp.arange(offsets.shape[0], dtype=jnp.int32)
         return _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order,
@@ -270,7 +264,7 @@ def tiled_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array
                        n_near, zero)
     sub, keep = _wide_part(model, narrow)
     far = _accumulate(sub, jacobian_fn, param[keep], data, sqrt_w, offsets, order, n_near,
-                      jnp.asarray(n_tiles, jnp.int32), _zero_equations(len(keep), dtype))
+                      jnp.asarray(n_tiles, jnp.int32), zero_equations(len(keep), dtype))
     return NormalEquations(near.cost + far.cost,
                            near.jtj.at[np.ix_(keep, keep)].add(far.jtj),
                            near.grad.at[keep].add(far.grad), near.finite & far.finite)

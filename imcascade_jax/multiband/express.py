@@ -421,11 +421,7 @@ def run_express_slice(problem: JointExpressProblem, seed: int = 0, num_warmup: i
     if num_samples < 1 or num_warmup < 0 or thin < 1:
         raise ValueError("need 'num_samples' >= 1, 'num_warmup' >= 0 and 'thin' >= 1, got "
                          f"{num_samples}, {num_warmup}, {thin}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"'seed' must be an integer, got {seed!r}")
-    int_type = jax.dtypes.canonicalize_dtype(np.int64)
-    if not np.iinfo(int_type).min <= int(seed) <= np.iinfo(int_type).max:
-        raise ValueError(f"'seed' must fit in {np.dtype(int_type).name}, got {seed}")
+    seed_arr = nuts.seed_array(seed)
     # Checked first: with a covariance that is not finite the slice loop would never end.
     bad = [b for b, g in enumerate(np.asarray(problem.gram)) if not _positive_definite(g)]
     if bad:
@@ -434,7 +430,7 @@ def run_express_slice(problem: JointExpressProblem, seed: int = 0, num_warmup: i
                          "data do not constrain), so the posterior under a flat prior is "
                          "improper; give a 'prior_width'")
     # A NumPy scalar: the key is made inside the program (no small program compiled for it).
-    pos, evals = _slice_program(problem, np.asarray(seed, int_type), num_warmup=int(num_warmup),
+    pos, evals = _slice_program(problem, seed_arr, num_warmup=int(num_warmup),
                                 num_samples=int(num_samples), thin=int(thin))
     pos = np.asarray(pos)
     return ExpressSamples(np.swapaxes(pos, 0, 1), np.zeros(num_samples, bool),
