@@ -17,7 +17,11 @@ registered 150x150 bands, each with its own Gaussian-mixture PSF and noise sigma
   call compiles, the second (another seed) reuses the compiled program (compile = first -
   second). The smallest effective sample size over the components (the joint rows: of the
   linear fluxes, over all bands; the ``Fitter``: its ``nuts_diagnostics['min_ess']``, over the
-  log10 fluxes and the sky) says what each run delivers.
+  log10 fluxes and the sky) says what each run delivers;
+- like for like: ``MultiBandFitter.run_nuts(method='express', prior='min_results')`` (NUTS
+  under imcascade 1.1's least-squares prior, :mod:`imcascade_jax.multiband.express_prior`)
+  against the single-band ``Fitter.run_nuts(method='express')``, whose default that prior is;
+  both calls whole (the prior's ``J^T W J`` and the express set-up included).
 
 Run: ``python benchmarks/multiband.py [--repeat N] [--num N] [--cache]``. Prints the machine,
 commit, date and load, then a table with the load average (``os.getloadavg()``) beside each
@@ -49,6 +53,7 @@ from imcascade_jax.multiband.express import (
     run_express_slice,
 )
 from imcascade_jax.multiband.fit import joint_least_squares_jit
+from imcascade_jax.multiband.fitter import MultiBandFitter
 from imcascade_jax.multiband.model import make_multiband_model
 from imcascade_jax.multiband.synthetic import SyntheticBand, make_multiband_galaxy
 from imcascade_jax.tiles import solve_tiles_jit
@@ -159,6 +164,17 @@ def bench_express(imgs, weights, mb, mb1, joint, one, rows, num):
         else:
             print(f"{label}: proposals per transition {1 / np.mean(second.acceptance):.2f}")
         rows.append((label, t_first - t_second, t_second, _load(), extra, _min_ess(second)))
+    # Like for like: both fitters' run_nuts(method='express') under 1.1's least-squares prior
+    # ('min_results', the Fitter's default), set-up of the prior and express problem included.
+    mbf = MultiBandFitter(imgs, {n: {"sig": PSF[n][0], "a": PSF[n][1]} for n in names}, SIG,
+                          weights=weights, x0=75.0, y0=75.0)
+    mbf.ls_result = joint
+    (_, first), (second, t_second) = (
+        _timed(lambda s=s: mbf.run_nuts(method="express", prior="min_results", seed=s,
+                                        num_warmup=num, num_samples=num)) for s in (0, 1))
+    print(f"express NUTS, joint, prior 'min_results': step size {np.round(second.step_size, 3)}")
+    rows.append(("express NUTS, joint, 3 bands, 'min_results'", first - t_second, t_second,
+                 _load(), int(second.divergent.sum()), _min_ess(second)))
     f = Fitter(imgs["r"], SIG, *PSF["r"], weight=weights["r"], sky_type="flat", verbose=False)
     f.run_ls_min()
     t0 = time.perf_counter()
@@ -167,8 +183,9 @@ def bench_express(imgs, weights, mb, mb1, joint, one, rows, num):
     t0 = time.perf_counter()
     f.run_nuts(method="express", num_warmup=num, num_samples=num, seed=1, progress_bar=False)
     t_second = time.perf_counter() - t0
-    rows.append(("express NUTS, Fitter (single band), r", t_first - t_second, t_second, _load(),
-                 int(f.nuts_diagnostics["num_divergent"]), float(f.nuts_diagnostics["min_ess"])))
+    rows.append(("express NUTS, Fitter (single band), r, 'min_results'", t_first - t_second,
+                 t_second, _load(), int(f.nuts_diagnostics["num_divergent"]),
+                 float(f.nuts_diagnostics["min_ess"])))
 
 
 def main():
@@ -190,18 +207,19 @@ def main():
     rows = []
     mb, mb1, joint, one, r_single = bench_ls(imgs, weights, args.repeat, rows)
     bench_express(imgs, weights, mb, mb1, joint, one, rows, args.num)
-    print(f"\n{'what':42s} {'compile s':>10s} {'run s':>9s} {'load':>6s} {'steps/div':>9s} "
+    print(f"\n{'what':52s} {'compile s':>10s} {'run s':>9s} {'load':>6s} {'steps/div':>9s} "
           f"{'min ESS':>8s}")
     for label, c, r, load, extra, ess in rows:
         ess_text = "" if ess is None else f"{ess:8.0f}"
-        print(f"{label:42s} {c:10.2f} {r:9.3f} {load:>6s} {extra:9d} {ess_text:>8s}")
+        print(f"{label:52s} {c:10.2f} {r:9.3f} {load:>6s} {extra:9d} {ess_text:>8s}")
     run = {label: r for label, _, r, _, _, _ in rows}
     ess = {label: e for label, _, _, _, _, e in rows}
     r_single, r_pad = r_single
     print(f"\nLS joint / single-band solver on the whole image: {run['LS joint, 3 bands'] / r_single:.2f}x, "
           f"/ on tiles (as Fitter.run_ls_min): {run['LS joint, 3 bands'] / r_pad:.2f}x (target <= 2.5x)")
-    single = "express NUTS, Fitter (single band), r"
-    for label in ("express slice, joint, 3 bands (default)", "express NUTS, joint, 3 bands"):
+    single = "express NUTS, Fitter (single band), r, 'min_results'"
+    for label in ("express slice, joint, 3 bands (default)", "express NUTS, joint, 3 bands",
+                  "express NUTS, joint, 3 bands, 'min_results'"):
         print(f"{label} / Fitter single band: {run[label] / run[single]:.2f}x (target <= 3x); "
               f"min ESS per run second {ess[label] / run[label]:.0f} against "
               f"{ess[single] / run[single]:.0f}")

@@ -213,6 +213,11 @@ class ExpressLogLike:
     problem: ExpressProblem
     likelihood: str = dataclasses.field(default="gaussian", metadata={"static": True})
 
+    @property
+    def small_operations_only(self) -> bool:
+        """The Gaussian one is a quadratic form in the Gram matrix (no image-sized work)."""
+        return self.likelihood == "gaussian"
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return express_log_like(self.problem, x, self.likelihood)
 

@@ -30,7 +30,6 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
 from blackjax.mcmc import nuts as blackjax_nuts
 
-from imcascade_jax.express import ExpressLogLike
 from imcascade_jax.logdensity import LogDensity, Posterior, as_pytree_fn, laplace_inverse_mass
 from imcascade_jax.progress import ProgressBar, report_progress
 
@@ -86,10 +85,11 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 def small_operations_only(logdensity: Any) -> bool:
-    """Whether a log density is the built-in Gaussian express one (a quadratic form in the
-    Gram matrix: no image-sized work), compiled with :data:`CPU_COMPILER_OPTIONS`."""
-    return (isinstance(logdensity, Posterior) and isinstance(logdensity.log_like, ExpressLogLike)
-            and logdensity.log_like.likelihood == "gaussian")
+    """Whether a log density's likelihood says it is made of small operations only (a
+    quadratic form in a Gram matrix, no image-sized work: its ``small_operations_only``
+    attribute, e.g. the Gaussian express ones), compiled with :data:`CPU_COMPILER_OPTIONS`."""
+    return isinstance(logdensity, Posterior) and bool(
+        getattr(logdensity.log_like, "small_operations_only", False))
 
 
 def _aval_key(leaf) -> tuple:
@@ -181,12 +181,13 @@ def _schedule(num_warmup: int, total: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _chain_step(logdensity: Callable, target_accept: float, max_tree_depth: int,
-                num_warmup: int):
+                num_warmup: int, mass_shrinkage: float):
     """``(key, state, adaptation, xs) -> (state, adaptation, outputs)``: one NUTS transition of
     one chain, then (in warmup) one update of the step size and mass-matrix adaptation."""
     kernel = blackjax_nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(target_accept)
-    _, mm_update, mm_final = mass_matrix_adaptation(False)
+    _, mm_update, mm_final = mass_matrix_adaptation(
+        False, imm_shrinkage_to_previous=mass_shrinkage)
 
     def window_end_update(adapt):
         # New mass matrix; the step-size adaptation restarts from the current step size, as
@@ -236,12 +237,13 @@ def _over_chains(fun: Callable, in_axes: tuple, num_chains: int) -> Callable:
 
 
 def _run_chains(logdensity_u, keys, starts, step0, *, num_warmup, num_samples,
-                target_accept, max_tree_depth, progress_bar):
+                target_accept, max_tree_depth, mass_shrinkage, progress_bar):
     """All chains (``vmap``-ed in each step), warmup and sampling: one ``lax.scan``."""
     total = num_warmup + num_samples
     num_chains, ndim = starts.shape
     dtype = starts.dtype
-    step, da_init = _chain_step(logdensity_u, target_accept, max_tree_depth, num_warmup)
+    step, da_init = _chain_step(logdensity_u, target_accept, max_tree_depth, num_warmup,
+                                mass_shrinkage)
     mm_init, _, _ = mass_matrix_adaptation(False)
 
     def init_one(u):
@@ -276,7 +278,7 @@ def _run_chains(logdensity_u, keys, starts, step0, *, num_warmup, num_samples,
 
 def _blackjax_program(logdensity, transform, inverse_mass, init_transform, x0, seed, step0,
                       init_jitter, *, num_warmup, num_samples, num_chains, target_accept,
-                      max_tree_depth, progress_bar):
+                      max_tree_depth, mass_shrinkage, progress_bar):
     """Start, warmup, sampling and the map back to the problem's coordinates: one program."""
     z0 = x0 if init_transform is None else init_transform(x0)
     k_start, k_chain = jax.random.split(jax.random.PRNGKey(seed))
@@ -292,7 +294,8 @@ def _blackjax_program(logdensity, transform, inverse_mass, init_transform, x0, s
     def run(_):
         out = _run_chains(logdensity_u, keys, starts, step0, num_warmup=num_warmup,
                           num_samples=num_samples, target_accept=target_accept,
-                          max_tree_depth=max_tree_depth, progress_bar=progress_bar)
+                          max_tree_depth=max_tree_depth, mass_shrinkage=mass_shrinkage,
+                          progress_bar=progress_bar)
         return tuple(o.astype(t) for o, (_, t) in zip(out, out_types, strict=True))
 
     def skip(_):  # not finite at the start: nothing to run
@@ -438,7 +441,8 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
              target_accept: float = 0.9, max_tree_depth: int = 10, step_size: float = 0.5,
              init_jitter: float = 0.1, progress_bar: bool = False,
              transform: Callable | None = None,
-             init_transform: Callable | None = None) -> NutsResult:
+             init_transform: Callable | None = None,
+             mass_shrinkage: float = 0.0) -> NutsResult:
     """Run NUTS on an unconstrained log density, warm-started at ``init_position``.
 
     With the 'blackjax' backend the whole run is one cached compiled program (see the module
@@ -478,6 +482,13 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
     init_transform : callable, optional
         Maps ``init_position`` to the sampler's coordinates (e.g. ``LogDensity.unconstrain``),
         inside the compiled program.
+    mass_shrinkage : float
+        blackjax backend: at the end of each warmup window the adapted mass matrix is shrunk
+        towards the previous window's (the first: the start covariance) with this pseudo-count
+        of samples (blackjax's ``imm_shrinkage_to_previous``); 0 (default): Stan's windows,
+        each estimate from its own window's samples. Useful where the start covariance is good
+        and ``ndim`` is large against the first windows (25, 50 samples), whose dense
+        estimates are then rank-deficient.
 
     Returns
     -------
@@ -490,6 +501,10 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
         initial position.
     """
     _check_settings(backend, num_warmup, num_samples, num_chains, target_accept, max_tree_depth)
+    if not (np.isfinite(mass_shrinkage) and mass_shrinkage >= 0.0):
+        raise ValueError(f"'mass_shrinkage' must be a finite number >= 0, got {mass_shrinkage}")
+    if mass_shrinkage and backend != "blackjax":
+        raise ValueError("'mass_shrinkage' is a setting of the 'blackjax' backend's warmup")
     fn, tr, itr, inverse_mass_matrix, x0 = _as_program_arguments(
         logdensity, init_position, inverse_mass_matrix, transform, init_transform)
     jitter = np.asarray(init_jitter, x0.dtype)
@@ -504,6 +519,7 @@ def run_nuts(logdensity: Callable | LogDensity, init_position: Any,
     seed_arr = seed_array(seed)
     args = (fn, tr, inverse_mass_matrix, itr, x0, seed_arr, np.asarray(step_size, x0.dtype),
             jitter)
+    settings["mass_shrinkage"] = float(mass_shrinkage)
     program, compile_s = compiled_program(_blackjax_program, args, settings,
                                           classic_emitters=small_operations_only(fn))
     t0 = time.perf_counter()

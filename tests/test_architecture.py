@@ -27,6 +27,7 @@ LAYERS = {
         "buckets", "tiles", "fit_memory", "fit_inputs", "normal_equations", "progress", "express", "priors",
         "logdensity", "nuts", "diagnostics", "nested", "sample", "analysis", "radii",
         "footprint", "multiband", "multiband.model", "multiband.fit", "multiband.express",
+        "multiband.express_prior",
         "multiband.full", "multiband.analysis", "multiband.synthetic", "psf_decompose",
         "setup_maths", "synthetic",
     },

@@ -180,6 +180,26 @@ def test_run_nuts_input_errors():
         S.run_nuts(lambda z: -z @ z, jnp.zeros(2), target_accept=1.0)
     with pytest.raises(ValueError, match="not finite"):
         S.run_nuts(lambda z: -jnp.inf + 0 * z[0], jnp.zeros(2), num_samples=5, num_warmup=0)
+    with pytest.raises(ValueError, match="mass_shrinkage"):
+        S.run_nuts(lambda z: -z @ z, jnp.zeros(2), mass_shrinkage=-1.0)
+    with pytest.raises(ValueError, match="mass_shrinkage"):
+        S.run_nuts(lambda z: -z @ z, jnp.zeros(2), mass_shrinkage=5.0, backend="numpyro")
+
+
+def test_mass_shrinkage_keeps_the_start_covariance():
+    """With a pseudo-count far above the warmup's samples the adapted mass matrix stays the
+    start covariance (exactly blackjax's weighting: (count I' + k I) / (count + 5 + k) in
+    whitened coordinates, I' the window's estimate); without it, the windows' estimates."""
+    mean, cov, ld = _badly_scaled_gaussian()
+    start = 0.5 * cov  # a deliberately wrong start: the adaptation must move off it
+    kept = S.run_nuts(ld, mean, inverse_mass_matrix=start, num_warmup=300, num_samples=50,
+                      seed=2, mass_shrinkage=1e9)
+    np.testing.assert_allclose(kept.inverse_mass_matrix[0], start, rtol=1e-5,
+                               atol=1e-5 * np.abs(start).max())
+    adapted = S.run_nuts(ld, mean, inverse_mass_matrix=start, num_warmup=300, num_samples=50,
+                         seed=2)
+    np.testing.assert_allclose(np.diag(adapted.inverse_mass_matrix[0]) / np.diag(cov), 1.0,
+                               atol=0.35)
 
 
 def test_diagnostics_warnings_flag_problems():

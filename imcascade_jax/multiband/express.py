@@ -241,9 +241,10 @@ class ExpressSamples(NamedTuple):
         NUTS: mean acceptance probability of each transition. Slice sampler: the fraction of
         the points it evaluated on the ellipse that it accepted (one in ``1 / acceptance``).
         Averaged over bands.
-    step_size : numpy.ndarray, shape (B,)
-        Adapted step size of each band's NUTS chain (``nan`` for the slice sampler, which has
-        none).
+    step_size : numpy.ndarray, shape (B,) or (1,)
+        Adapted step size of each band's NUTS chain, or of the one chain over all bands
+        (:mod:`~imcascade_jax.multiband.express_prior`); ``nan`` for the slice sampler, which
+        has none.
     """
 
     flux: np.ndarray

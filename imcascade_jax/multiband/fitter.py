@@ -25,11 +25,18 @@ from imcascade_jax.multiband.express import (
     run_express_nuts,
     run_express_slice,
 )
+from imcascade_jax.multiband.express_prior import (
+    least_squares_flux_prior,
+    run_express_nuts_ls_prior,
+)
 from imcascade_jax.multiband.fit import MultiFitResult, joint_least_squares_jit
 from imcascade_jax.multiband.full import FullSamples, run_full_nuts
 from imcascade_jax.multiband.model import make_multiband_model
 from imcascade_jax.multiband.wcs import affines_from_wcs
 from imcascade_jax.status import FitStatus
+
+#: Express-mode priors of :meth:`MultiBandFitter.run_nuts`.
+EXPRESS_PRIORS = ("flat", "min_results")
 
 
 def _per_band(arg: str, value: Any, names: tuple[str, ...], required: bool) -> dict:
@@ -112,6 +119,8 @@ class MultiBandFitter:
         self.ub = np.array([ref_shape[0] - 1.0, ref_shape[1] - 1.0, 1.0, np.pi])
         self.ls_result: MultiFitResult | None = None
         self.posterior: ExpressSamples | FullSamples | None = None
+        # (least-squares result, express problem, least-squares prior): made for that result.
+        self._express_cache: list | None = None
 
     def _data(self) -> tuple[tuple, tuple]:
         return tuple(self.img[n] for n in self.names), tuple(self.weight[n] for n in self.names)
@@ -139,9 +148,22 @@ class MultiBandFitter:
                     for i, n in enumerate(self.names)})
         return out
 
+    def _express_inputs(self, with_prior: bool) -> tuple:
+        """The express problem (and the least-squares prior) of the current least-squares
+        result, made once per result (a refit or a new ``ls_result`` makes them again)."""
+        cache = self._express_cache
+        if cache is None or cache[0] is not self.ls_result:
+            data, weight = self._data()
+            p = self.ls_result.params
+            problem = joint_express_setup(self.model, data, weight, jnp.stack(p[:4]), p.flux)
+            cache = self._express_cache = [self.ls_result, problem, None]
+        if with_prior and cache[2] is None:
+            cache[2] = least_squares_flux_prior(self.model, *self._data(), self.ls_result)
+        return cache[1], cache[2]
+
     def run_nuts(self, method: str = "express", num_warmup: int = 1000, num_samples: int = 1000,
                  seed: int = 0, prior_width: float | None = None,
-                 num_chains: int = 1) -> ExpressSamples | FullSamples:
+                 num_chains: int = 1, prior: str = "flat") -> ExpressSamples | FullSamples:
         """NUTS posterior of the joint fit, started at the least-squares optimum.
 
         Parameters
@@ -163,6 +185,12 @@ class MultiBandFitter:
             of the flat one (see :func:`~imcascade_jax.multiband.express.run_express_nuts`).
         num_chains : int
             Full mode only.
+        prior : {'flat', 'min_results'}
+            Express mode only. 'flat' (default): flat in the positive fluxes (or the
+            ``prior_width`` one). 'min_results': imcascade 1.1's express default, as in
+            ``Fitter.run_nuts``: normal priors on the log10 fluxes at the least-squares values,
+            twice their standard deviations wide (capped at 1 dex), sampled by NUTS
+            (:mod:`~imcascade_jax.multiband.express_prior`).
 
         Returns
         -------
@@ -171,20 +199,28 @@ class MultiBandFitter:
         """
         if method not in ("express", "full"):
             raise ValueError(f"'method' must be 'express' or 'full', got {method!r}")
-        if method == "full" and prior_width is not None:
-            raise ValueError("'prior_width' is an express-mode setting; method='full' uses "
-                             "the least-squares priors")
+        if prior not in EXPRESS_PRIORS:
+            raise ValueError(f"'prior' must be one of {EXPRESS_PRIORS}, got {prior!r}")
+        if method == "full" and (prior_width is not None or prior != "flat"):
+            raise ValueError("'prior_width' and 'prior' are express-mode settings; "
+                             "method='full' uses the least-squares priors")
+        if prior == "min_results" and prior_width is not None:
+            raise ValueError("give either prior='min_results' or a 'prior_width', not both")
         if self.ls_result is None:
             raise ValueError("run run_ls_min() before run_nuts(): NUTS starts at its optimum")
-        data, weight = self._data()
-        p = self.ls_result.params
         if method == "full":
+            data, weight = self._data()
             self.posterior = run_full_nuts(self.model, data, weight, self.ls_result,
                                            (self.x0, self.y0), seed=seed, num_warmup=num_warmup,
                                            num_samples=num_samples, num_chains=num_chains)
             return self.posterior
-        problem = joint_express_setup(self.model, data, weight, jnp.stack(p[:4]), p.flux)
-        if prior_width is None:
+        problem, ls_prior = self._express_inputs(prior == "min_results")
+        if prior == "min_results":
+            loc, scale = ls_prior
+            self.posterior = run_express_nuts_ls_prior(problem, loc, scale, seed=seed,
+                                                       num_warmup=num_warmup,
+                                                       num_samples=num_samples)
+        elif prior_width is None:
             self.posterior = run_express_slice(problem, seed=seed, num_warmup=num_warmup,
                                                num_samples=num_samples)
         else:

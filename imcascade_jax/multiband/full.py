@@ -100,6 +100,29 @@ def start_vector(mb: MultiBandModel, ls: MultiFitResult) -> jax.Array:
     return vector_from_params(mb, p._replace(flux=flux))
 
 
+def least_squares_information(mb: MultiBandModel, data: tuple, weights: tuple,
+                              ls: MultiFitResult) -> tuple[MultiBandLogLike, np.ndarray, np.ndarray]:
+    """The joint log-likelihood, the full-mode vector at the least-squares optimum
+    (:func:`start_vector`) and the Gauss-Newton information ``J^T W J`` there (NumPy): what
+    the least-squares priors (:func:`imcascade_jax.priors.least_squares_prior`) are made of.
+
+    Returns
+    -------
+    log_like : MultiBandLogLike
+    x0 : numpy.ndarray, shape (4 + B N + n_sky,)
+    information : numpy.ndarray, shape (x0.size, x0.size)
+    """
+    dtype = mb.dtype
+    log_like = MultiBandLogLike(mb, tuple(jnp.asarray(d, dtype) for d in data),
+                                tuple(jnp.asarray(w, dtype) for w in weights))
+    x0 = np.asarray(start_vector(mb, ls), float)
+    info = np.asarray(_fisher_jit(log_like, jnp.asarray(x0, dtype)), float)
+    return log_like, x0, info
+
+
+_fisher_jit = jax.jit(MultiBandLogLike.fisher)
+
+
 def full_log_density(mb: MultiBandModel, data: tuple, weights: tuple, ls: MultiFitResult,
                      centre: tuple[float, float]) -> tuple[LogDensity, np.ndarray]:
     """The full-mode posterior of a multi-band fit and its start.
@@ -122,10 +145,7 @@ def full_log_density(mb: MultiBandModel, data: tuple, weights: tuple, ls: MultiF
         The start, in parameters (not sampler coordinates).
     """
     dtype = mb.dtype
-    log_like = MultiBandLogLike(mb, tuple(jnp.asarray(d, dtype) for d in data),
-                                tuple(jnp.asarray(w, dtype) for w in weights))
-    x0 = np.asarray(start_vector(mb, ls), float)
-    info = np.asarray(jax.jit(MultiBandLogLike.fisher)(log_like, jnp.asarray(x0, dtype)), float)
+    log_like, x0, info = least_squares_information(mb, data, weights, ls)
     loc, scale = least_squares_prior(x0, info)
     inf = np.full(x0.size, np.inf)
     prior = full_mode_prior(centre, -inf, inf, loc, scale)
