@@ -6,6 +6,8 @@ posterior's moments equal to those of the likelihood Gaussian reweighted by the 
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +141,23 @@ def test_express_inputs_follow_the_least_squares_result(setup):
         np.testing.assert_allclose(loc2, loc + np.log10(2.0), rtol=0, atol=1e-12)
     finally:
         sub.ls_result = old
+
+
+def test_posterior_problems_are_reported():
+    """Divergent transitions above 1% and a small effective sample size are warned about and
+    stored in ``nuts_diagnostics``, as the single-band ``Fitter.run_nuts`` does."""
+    fitter = cases.truth_fitter(posterior=True)  # 300 independent draws: ESS ~300
+    post = fitter.posterior
+    fitter.posterior = post._replace(divergent=np.arange(300) % 20 == 0)  # 5%
+    with pytest.warns(RuntimeWarning, match="15 divergent transitions"):
+        fitter._checked_posterior(1)
+    assert fitter.nuts_diagnostics["num_divergent"] == 15
+    assert 200 < fitter.nuts_diagnostics["min_ess"] < 450
+    stuck = np.repeat(post.flux[:30], 10, axis=0)  # every draw repeated 10 times: ESS ~30
+    fitter.posterior = post._replace(flux=stuck)
+    with pytest.warns(RuntimeWarning, match="low effective sample size"):
+        fitter._checked_posterior(1)
+    fitter.posterior = post
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitter._checked_posterior(1)  # a healthy posterior: no warning

@@ -10,12 +10,14 @@ dictionaries keyed by band.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
+from imcascade_jax.diagnostics import diagnostics_warnings, effective_sample_size, split_rhat
 from imcascade_jax.fit import solver_options
 from imcascade_jax.inputs import validate_image
 from imcascade_jax.multiband.analysis import band_analysis
@@ -119,6 +121,8 @@ class MultiBandFitter:
         self.ub = np.array([ref_shape[0] - 1.0, ref_shape[1] - 1.0, 1.0, np.pi])
         self.ls_result: MultiFitResult | None = None
         self.posterior: ExpressSamples | FullSamples | None = None
+        #: Diagnostics of the last ``run_nuts`` (:meth:`posterior_diagnostics`).
+        self.nuts_diagnostics: dict | None = None
         # (least-squares result, express problem, least-squares prior): made for that result.
         self._express_cache: list | None = None
 
@@ -213,7 +217,7 @@ class MultiBandFitter:
             self.posterior = run_full_nuts(self.model, data, weight, self.ls_result,
                                            (self.x0, self.y0), seed=seed, num_warmup=num_warmup,
                                            num_samples=num_samples, num_chains=num_chains)
-            return self.posterior
+            return self._checked_posterior(num_chains)
         problem, ls_prior = self._express_inputs(prior == "min_results")
         if prior == "min_results":
             loc, scale = ls_prior
@@ -226,6 +230,24 @@ class MultiBandFitter:
         else:
             self.posterior = run_express_nuts(problem, seed=seed, num_warmup=num_warmup,
                                               num_samples=num_samples, prior_width=prior_width)
+        return self._checked_posterior(1)
+
+    def _checked_posterior(self, num_chains: int) -> ExpressSamples | FullSamples:
+        """Store the posterior's diagnostics (``nuts_diagnostics``: smallest effective sample
+        size and largest split R-hat over the component fluxes of every band, divergent
+        transitions) and warn about each problem, as ``Fitter.run_nuts`` does."""
+        flux = np.asarray(self.posterior.flux, float)
+        by_chain = flux.reshape(num_chains, -1, flux.shape[1] * flux.shape[2])
+        divergent = np.asarray(self.posterior.divergent, bool)
+        rhat = split_rhat(by_chain) if num_chains > 1 else None
+        ess = effective_sample_size(by_chain)
+        diag = {"min_ess": float(np.nanmin(ess)) if np.isfinite(ess).any() else float("nan"),
+                "max_rhat": None if rhat is None else float(np.nanmax(rhat)),
+                "num_divergent": int(divergent.sum()),
+                "divergent_fraction": float(divergent.mean())}
+        self.nuts_diagnostics = diag
+        for problem in diagnostics_warnings(diag):
+            warnings.warn(f"run_nuts: {problem}", RuntimeWarning, stacklevel=3)
         return self.posterior
 
     def results(self, posterior: bool = True) -> dict[str, dict[str, Any]]:
