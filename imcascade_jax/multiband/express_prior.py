@@ -55,8 +55,10 @@ class JointExpressLogLike:
         return joint_express_log_like(self.problem, flux)
 
     def fisher(self, x: jax.Array) -> jax.Array:
-        """``-d^2 log L / dx^2`` (exact: the likelihood is Gaussian in the linear fluxes, and
-        this is its Gauss-Newton form in log10 flux), block-diagonal over bands."""
+        """Gauss-Newton information in log10 flux, ``D S D`` (``S`` the block-diagonal Gram
+        matrices, ``D = diag(ln 10 * flux)``): the likelihood is Gaussian in the linear fluxes,
+        so this is its exact information there carried to log10 flux (without the residual
+        term of the exact Hessian in log10 flux)."""
         shape = self.problem.ref.shape
         d = (jnp.power(10.0, x.reshape(shape)) * _LN10).reshape(-1)
         eye = jnp.eye(shape[0], dtype=x.dtype)
