@@ -206,7 +206,7 @@ def band_pair_images(mb: MultiBandModel, index: int, geometry: jax.Array) -> tup
                                hybrid=model.render_mode == "hybrid")
 
 
-def pair_tangents(band: Band, flux: jax.Array, pairs: tuple[jax.Array, ...]) -> jax.Array:
+def pair_tangents(band: Band, flux: jax.Array, derivatives: tuple[jax.Array, ...]) -> jax.Array:
     """Derivatives of ``sum_k flux_k basis_k`` wrt the reference geometry from :func:`band_pair_images`.
 
     Each derivative image is one weighted sum over all (component, PSF component) pairs
@@ -218,8 +218,8 @@ def pair_tangents(band: Band, flux: jax.Array, pairs: tuple[jax.Array, ...]) -> 
         The band the pair images belong to.
     flux : jax.Array, shape (N,)
         Linear fluxes of the band's components.
-    pairs : tuple of jax.Array
-        :func:`band_pair_images`' output (its first entry, the pair images, is not used).
+    derivatives : tuple of four jax.Array
+        The pair images' derivatives, :func:`band_pair_images`' output without its first entry.
 
     Returns
     -------
@@ -228,7 +228,7 @@ def pair_tangents(band: Band, flux: jax.Array, pairs: tuple[jax.Array, ...]) -> 
     """
     A = band.A
     coef = (flux[:, None] * band.model.psf_a[None, :]).ravel()
-    d_xb, d_yb, d_q, d_phi = (weighted_sum(coef, o) for o in pairs[1:])
+    d_xb, d_yb, d_q, d_phi = (weighted_sum(coef, o) for o in derivatives)
     d_x0 = A[0, 0] * d_xb + A[1, 0] * d_yb
     d_y0 = A[0, 1] * d_xb + A[1, 1] * d_yb
     return jnp.stack([d_x0, d_y0, d_q, d_phi])
@@ -262,7 +262,31 @@ def band_image_tangents(mb: MultiBandModel, index: int, geometry: jax.Array,
 
         _, push = jax.linearize(image, geometry)
         return jax.vmap(push)(jnp.eye(4, dtype=geometry.dtype))
-    return pair_tangents(mb.bands[index], flux, band_pair_images(mb, index, geometry))
+    return pair_tangents(mb.bands[index], flux, band_pair_images(mb, index, geometry)[1:])
+
+
+def _basis_and_derivatives(mb: MultiBandModel, index: int, geometry):
+    """The band's basis and its pair images' derivatives, materialised once (closed form).
+
+    Computed in a conditional branch, taken unless the geometry holds a NaN (every image is
+    then NaN, as the renderer's would be). XLA does not fuse a branch's outputs into their
+    consumers: the basis's pixel corrections are computed once rather than again in each of
+    its consumers (Gram matrix, right-hand side, residuals), and the exponentials, shared by
+    the basis and the derivatives, are not stored between them.
+    """
+    model = mb.bands[index].model
+    n, p = mb.n_gauss, model.n_psf
+
+    def images():
+        pairs = band_pair_images(mb, index, geometry)
+        basis = psf_weighted(pairs[0].reshape(n, p, *model.shape), model.psf_a)
+        return basis, pairs[1:]
+
+    def nans():
+        return jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype),
+                                      jax.eval_shape(images))
+
+    return jax.lax.cond(~jnp.any(jnp.isnan(geometry)), images, nans)
 
 
 def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs):
@@ -271,16 +295,13 @@ def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs
     band = mb.bands[index]
     closed = supports_closed_form(band.model)
     if closed:
-        # The pair images' exponentials serve the basis now and the derivatives once the
-        # fluxes are solved: each is evaluated once per step.
-        pairs = band_pair_images(mb, index, geometry)
-        nx, ny = band.model.shape
-        basis = psf_weighted(pairs[0].reshape(n, band.model.n_psf, nx, ny), band.model.psf_a)
+        # One exponential per pair and pixel serves the basis now and the derivatives once
+        # the fluxes are solved.
+        basis, derivatives = _basis_and_derivatives(mb, index, geometry)
     else:
-        basis = render_band_basis(mb, index, geometry)
-    # Without the barrier XLA fuses the basis's exponentials into each of their consumers
-    # (Gram matrix, right-hand side, residuals) and evaluates them again.
-    basis = jax.lax.optimization_barrier(basis)
+        # Without the barrier XLA fuses the basis's exponentials into each of their consumers
+        # (Gram matrix, right-hand side, residuals) and evaluates them again.
+        basis = jax.lax.optimization_barrier(render_band_basis(mb, index, geometry))
     phi = jnp.concatenate([basis, sky_imgs], axis=0)
     k = phi.shape[0]
     flat = phi.reshape(k, -1)
@@ -290,7 +311,7 @@ def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs
     coef = nnls(gram, flat @ (w * data.reshape(-1)), nonneg)
     resid = data - weighted_sum(coef, phi)
     cost = 0.5 * jnp.sum(weight * resid * resid)
-    jac = (pair_tangents(band, coef[:n], pairs) if closed
+    jac = (pair_tangents(band, coef[:n], derivatives) if closed
            else band_image_tangents(mb, index, geometry, coef[:n]))  # d model / d g
     jac = jac.reshape(4, -1)
     # Every contraction with the derivative images in one product: rows (basis, derivatives)
