@@ -9,11 +9,13 @@ four geometry parameters along the reduced (Kaufman) Gauss-Newton direction
     H = sum_b J_b^T W_b J_b - (Phi_b^T W_b J_b)^T G_b^-1 (Phi_b^T W_b J_b),   grad = sum_b J_b^T W_b r_b
 
 with ``J_b`` the band image's derivative wrt ``g`` at the solved fluxes (closed form,
-:func:`band_image_tangents`), ``Phi_b`` the band's basis (components then sky planes) restricted to
-the coefficients not held at zero, and ``G_b = Phi_b^T W_b Phi_b``. Bands may have different
-shapes: the loop over bands is unrolled at trace time, each band finished before the next
-starts. The whole fit is one ``lax.while_loop``;
-the outcome is a :class:`~imcascade_jax.status.FitStatus` code, never an exception.
+:func:`band_image_tangents`), ``Phi_b`` the band's basis (components then sky planes) restricted
+to the coefficients not held at zero, and ``G_b = Phi_b^T W_b Phi_b``. Where the closed form
+applies, a step's basis and ``J_b`` come from the same pair images (:func:`band_pair_images`):
+one exponential per (component, PSF component) pair and pixel serves both. Bands may have
+different shapes: the loop over bands is unrolled at trace time, each band finished before the
+next starts. The whole fit is one ``lax.while_loop``; the outcome is a
+:class:`~imcascade_jax.status.FitStatus` code, never an exception.
 
 Geometry bounds: the centre and the axis-ratio floor are clipped; an axis ratio above 1 is
 reflected (``q -> 1/q``, ``phi -> phi + pi/2``) and the angle is wrapped into ``[0, pi)``.
@@ -30,13 +32,14 @@ from imcascade_jax.derivatives import supports_closed_form, values_and_tangents
 from imcascade_jax.fit import DEFAULT_OPTIONS, REJECTED_FTOL_FACTOR, SolverOptions
 from imcascade_jax.likelihood import gaussian_log_like
 from imcascade_jax.multiband.model import (
+    Band,
     MultiBandModel,
     MultiParams,
     render_band_basis,
     render_bands,
     sky_basis,
 )
-from imcascade_jax.render import covariances, weighted_sum
+from imcascade_jax.render import covariances, psf_weighted, weighted_sum
 from imcascade_jax.status import FitStatus
 
 
@@ -160,16 +163,83 @@ def _shape_matrices(A, q, phi):
     return tuple((x[0, 0], x[0, 1], x[1, 1]) for x in (m, m_q, m_phi))
 
 
+def band_pair_images(mb: MultiBandModel, index: int, geometry: jax.Array) -> tuple[jax.Array, ...]:
+    """Images of every (component, PSF component) pair of band ``index`` and their derivatives.
+
+    Closed form (:func:`imcascade_jax.derivatives.values_and_tangents`): one exponential per
+    pair and pixel serves the images and all four derivatives. In band pixels component ``k``
+    convolved with PSF component ``j`` has covariance ``sig_k^2 M + C_psf,j`` with
+    ``M = A R diag(1, q^2) R^T A^T``, so its q and phi derivatives are ``sig_k^2 dM``.
+    ``supports_closed_form`` must hold for the band's model.
+
+    Parameters
+    ----------
+    mb : MultiBandModel
+    index : int
+        Band position (static).
+    geometry : jax.Array, shape (4,)
+        Reference-frame ``(x0, y0, q, phi)``.
+
+    Returns
+    -------
+    tuple of five jax.Array, each shape (N * P, nx, ny)
+        Unit-flux pair images (pair ``(k, j)`` at ``k * P + j``; weighted by the PSF's ``a_j``
+        and summed over ``j`` they are :func:`render_band_basis`'s images), then their
+        derivatives wrt the band-pixel centre (axis 0, axis 1), q and phi.
+    """
+    band = mb.bands[index]
+    model = band.model
+    x0, y0, q, phi = geometry
+    nx, ny = model.shape
+    A = band.A
+    xb = A[0, 0] * x0 + A[0, 1] * y0 + band.t[0]
+    yb = A[1, 0] * x0 + A[1, 1] * y0 + band.t[1]
+    m, m_q, m_phi = _shape_matrices(A, q, phi)
+    # The PSF's covariance entries: the covariances of zero-width galaxy components.
+    psf = covariances(model.replace(sig=jnp.zeros_like(mb.sig)), 1.0, 0.0)
+    var = mb.sig**2
+    cov = tuple((var[:, None] * mk + pk).ravel() for mk, pk in zip(m, psf, strict=True))
+    along = lambda dm: tuple(jnp.repeat(var * d, model.n_psf) for d in dm)  # noqa: E731
+    dx = jnp.arange(nx, dtype=mb.dtype) - xb
+    dy = jnp.arange(ny, dtype=mb.dtype) - yb
+    return values_and_tangents(dx, dy, cov, along(m_q), along(m_phi),
+                               hybrid=model.render_mode == "hybrid")
+
+
+def pair_tangents(band: Band, flux: jax.Array, derivatives: tuple[jax.Array, ...]) -> jax.Array:
+    """Derivatives of ``sum_k flux_k basis_k`` wrt the reference geometry from :func:`band_pair_images`.
+
+    Each derivative image is one weighted sum over all (component, PSF component) pairs
+    (weights ``flux_k a_j``); the centre derivatives are the band's, pulled back through ``A^T``.
+
+    Parameters
+    ----------
+    band : Band
+        The band the pair images belong to.
+    flux : jax.Array, shape (N,)
+        Linear fluxes of the band's components.
+    derivatives : tuple of four jax.Array
+        The pair images' derivatives, :func:`band_pair_images`' output without its first entry.
+
+    Returns
+    -------
+    jax.Array, shape (4, nx, ny)
+        ``d image / d (x0, y0, q, phi)``.
+    """
+    A = band.A
+    coef = (flux[:, None] * band.model.psf_a[None, :]).ravel()
+    d_xb, d_yb, d_q, d_phi = (weighted_sum(coef, o) for o in derivatives)
+    d_x0 = A[0, 0] * d_xb + A[1, 0] * d_yb
+    d_y0 = A[0, 1] * d_xb + A[1, 1] * d_yb
+    return jnp.stack([d_x0, d_y0, d_q, d_phi])
+
+
 def band_image_tangents(mb: MultiBandModel, index: int, geometry: jax.Array,
                         flux: jax.Array) -> jax.Array:
     """Derivatives of band ``index``'s galaxy image ``sum_k flux_k basis_k`` wrt the geometry.
 
-    Closed form (:func:`imcascade_jax.derivatives.values_and_tangents`, sharing every
-    exponential, summed over all (component, PSF component) pairs at once) where the band's
-    render mode allows it, forward-mode autodiff otherwise. In band pixels component ``k``
-    convolved with PSF component ``j`` has covariance ``sig_k^2 M + C_psf,j`` with
-    ``M = A R diag(1, q^2) R^T A^T``, so its q and phi derivatives are ``sig_k^2 dM``; the
-    centre derivatives are the band's, pulled back through ``A^T``.
+    Closed form (:func:`band_pair_images`, :func:`pair_tangents`) where the band's render mode
+    allows it, forward-mode autodiff otherwise.
 
     Parameters
     ----------
@@ -186,43 +256,52 @@ def band_image_tangents(mb: MultiBandModel, index: int, geometry: jax.Array,
     jax.Array, shape (4, nx, ny)
         ``d image / d (x0, y0, q, phi)``.
     """
-    band = mb.bands[index]
-    model = band.model
-    if not supports_closed_form(model):
+    if not supports_closed_form(mb.bands[index].model):
         def image(s):
             return weighted_sum(flux, render_band_basis(mb, index, s))
 
         _, push = jax.linearize(image, geometry)
         return jax.vmap(push)(jnp.eye(4, dtype=geometry.dtype))
-    x0, y0, q, phi = geometry
-    nx, ny = model.shape
-    p = model.n_psf
-    A = band.A
-    xb = A[0, 0] * x0 + A[0, 1] * y0 + band.t[0]
-    yb = A[1, 0] * x0 + A[1, 1] * y0 + band.t[1]
-    m, m_q, m_phi = _shape_matrices(A, q, phi)
-    # The PSF's covariance entries: the covariances of zero-width galaxy components.
-    psf = covariances(model.replace(sig=jnp.zeros_like(mb.sig)), 1.0, 0.0)
-    var = mb.sig**2
-    cov = tuple((var[:, None] * mk + pk).ravel() for mk, pk in zip(m, psf, strict=True))
-    along = lambda dm: tuple(jnp.repeat(var * d, p) for d in dm)  # noqa: E731
-    dx = jnp.arange(nx, dtype=mb.dtype) - xb
-    dy = jnp.arange(ny, dtype=mb.dtype) - yb
-    outs = values_and_tangents(dx, dy, cov, along(m_q), along(m_phi),
-                               hybrid=model.render_mode == "hybrid")
-    coef = (flux[:, None] * model.psf_a[None, :]).ravel()
-    d_xb, d_yb, d_q, d_phi = (weighted_sum(coef, o) for o in outs[1:])
-    d_x0 = A[0, 0] * d_xb + A[1, 0] * d_yb
-    d_y0 = A[0, 1] * d_xb + A[1, 1] * d_yb
-    return jnp.stack([d_x0, d_y0, d_q, d_phi])
+    return pair_tangents(mb.bands[index], flux, band_pair_images(mb, index, geometry)[1:])
+
+
+def _basis_and_derivatives(mb: MultiBandModel, index: int, geometry):
+    """The band's basis and its pair images' derivatives, materialised once (closed form).
+
+    Computed in a conditional branch, taken unless the geometry holds a NaN (every image is
+    then NaN, as the renderer's would be). XLA does not fuse a branch's outputs into their
+    consumers: the basis's pixel corrections are computed once rather than again in each of
+    its consumers (Gram matrix, right-hand side, residuals), and the exponentials, shared by
+    the basis and the derivatives, are not stored between them.
+    """
+    model = mb.bands[index].model
+    n, p = mb.n_gauss, model.n_psf
+
+    def images():
+        pairs = band_pair_images(mb, index, geometry)
+        basis = psf_weighted(pairs[0].reshape(n, p, *model.shape), model.psf_a)
+        return basis, pairs[1:]
+
+    def nans():
+        return jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype),
+                                      jax.eval_shape(images))
+
+    return jax.lax.cond(~jnp.any(jnp.isnan(geometry)), images, nans)
 
 
 def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs):
     """Solved coefficients, cost, reduced Hessian and gradient of one band at ``geometry``."""
     n = mb.n_gauss
-    # Materialise the basis once: without the barrier XLA fuses its exponentials into each of
-    # their consumers (Gram matrix, right-hand side, residuals) and evaluates them again.
-    basis = jax.lax.optimization_barrier(render_band_basis(mb, index, geometry))
+    band = mb.bands[index]
+    closed = supports_closed_form(band.model)
+    if closed:
+        # One exponential per pair and pixel serves the basis now and the derivatives once
+        # the fluxes are solved.
+        basis, derivatives = _basis_and_derivatives(mb, index, geometry)
+    else:
+        # Without the barrier XLA fuses the basis's exponentials into each of their consumers
+        # (Gram matrix, right-hand side, residuals) and evaluates them again.
+        basis = jax.lax.optimization_barrier(render_band_basis(mb, index, geometry))
     phi = jnp.concatenate([basis, sky_imgs], axis=0)
     k = phi.shape[0]
     flat = phi.reshape(k, -1)
@@ -232,17 +311,22 @@ def _band_terms(mb: MultiBandModel, index: int, geometry, data, weight, sky_imgs
     coef = nnls(gram, flat @ (w * data.reshape(-1)), nonneg)
     resid = data - weighted_sum(coef, phi)
     cost = 0.5 * jnp.sum(weight * resid * resid)
-    jac = band_image_tangents(mb, index, geometry, coef[:n]).reshape(4, -1)  # d model / d g
-    grad = -(jac * w) @ resid.reshape(-1)
+    jac = (pair_tangents(band, coef[:n], derivatives) if closed
+           else band_image_tangents(mb, index, geometry, coef[:n]))  # d model / d g
+    jac = jac.reshape(4, -1)
+    # Every contraction with the derivative images in one product: rows (basis, derivatives)
+    # against columns (derivatives, residuals), each weighted.
+    prod = (jnp.concatenate([flat, jac]) * w) @ jnp.concatenate([jac, resid.reshape(1, -1)]).T
+    grad = -prod[k:, 4]
     # Fluxes held at zero are not free directions of the linear problem.
     free = ~nonneg | (coef > 0)
     ff = free[:, None] & free[None, :]
     g_free = jnp.where(ff, gram, 0.0) + jnp.diag(jnp.where(free, 0.0, 1.0))
-    cross = jnp.where(free[:, None], (flat * w) @ jac.T, 0.0)  # (K, 4)
+    cross = jnp.where(free[:, None], prod[:k, :4], 0.0)  # (K, 4)
     scale = 1.0 / jnp.sqrt(jnp.maximum(jnp.diag(g_free), jnp.finfo(gram.dtype).tiny))
     proj = scale[:, None] * jnp.linalg.solve(g_free * scale[:, None] * scale[None, :],
                                              cross * scale[:, None])
-    hess = (jac * w) @ jac.T - cross.T @ proj
+    hess = prod[k:, :4] - cross.T @ proj
     return coef, cost, hess, grad
 
 
