@@ -179,13 +179,17 @@ class FitResult(NamedTuple):
     at_upper: jax.Array
 
 
-def model_and_jacobian(model: Model, param: jax.Array):
+def model_and_jacobian(model: Model, param: jax.Array, components: jax.Array | None = None):
     """Model image and its Jacobian with respect to the flat parameter vector.
 
     Parameters
     ----------
     model : Model
     param : jax.Array, shape (Ndof,)
+    components : jax.Array of bool, shape (N,), optional
+        Galaxy components known to be exactly 0 on this image are ``False`` (skipped by the
+        closed-form derivatives, :func:`imcascade_jax.derivatives.basis_and_tangents`;
+        ignored otherwise). Default: every component evaluated.
 
     Returns
     -------
@@ -198,7 +202,8 @@ def model_and_jacobian(model: Model, param: jax.Array):
     # forward-mode autodiff otherwise. Both are exact (tests/test_derivatives.py).
     if supports_closed_form(model):
         # The basis shares each component's exp with the derivatives (one per pixel).
-        basis, d_structural = basis_and_tangents(model, p.x0, p.y0, p.q, p.phi, p.flux)
+        basis, d_structural = basis_and_tangents(model, p.x0, p.y0, p.q, p.phi, p.flux,
+                                                 components)
     else:
         basis, d_structural = basis_and_tangents_autodiff(model, p.x0, p.y0, p.q, p.phi, p.flux)
     image = weighted_sum(p.flux, basis) + render_sky(model, p.sky)
