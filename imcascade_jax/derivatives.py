@@ -103,8 +103,9 @@ def component_constants(cov, dcov_q, dcov_phi, hybrid: bool) -> jax.Array:
     Computed once per component rather than at every pixel (where XLA would otherwise
     recompute them): the precision ``P`` of the covariance (plus the pixel variance in hybrid
     mode), the normalisation ``1 / (2 pi sqrt(det))``, the pixel correction's coefficients
-    (:func:`_axis_coefficients`, hybrid only: zeros otherwise) and, for each of the two
-    covariance directions ``dC``, ``N = P dC P`` (``dP = -N``) and ``tr(P dC)``.
+    (:func:`~imcascade_jax.render.box_correction`'s polynomial expanded in ``w^2``, hybrid
+    only: zeros otherwise) and, for each of the two covariance directions ``dC``,
+    ``N = P dC P`` (``dP = -N``) and ``tr(P dC)``.
 
     Rows: 0-2 ``(Pxx, Pxy, Pyy)``, 3 the normalisation, 4-17 the correction's coefficients
     (axis 0, then axis 1), 18-21 ``(Nxx, Nxy, Nyy, tr(P dC))`` along ``dcov_q``, 22-25 the same
