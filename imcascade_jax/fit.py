@@ -67,7 +67,7 @@ from imcascade_jax.normal_equations import (
     residual_image,
 )
 from imcascade_jax.params import unpack
-from imcascade_jax.render import render_basis, render_sky, weighted_sum
+from imcascade_jax.render import render_sky, weighted_sum
 from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
@@ -179,13 +179,17 @@ class FitResult(NamedTuple):
     at_upper: jax.Array
 
 
-def model_and_jacobian(model: Model, param: jax.Array):
+def model_and_jacobian(model: Model, param: jax.Array, components: jax.Array | None = None):
     """Model image and its Jacobian with respect to the flat parameter vector.
 
     Parameters
     ----------
     model : Model
     param : jax.Array, shape (Ndof,)
+    components : jax.Array of bool, shape (N,), optional
+        Galaxy components known to be exactly 0 on this image are ``False`` (skipped by the
+        closed-form derivatives, :func:`imcascade_jax.derivatives.basis_and_tangents`;
+        ignored otherwise). Default: every component evaluated.
 
     Returns
     -------
@@ -197,12 +201,9 @@ def model_and_jacobian(model: Model, param: jax.Array):
     # Closed-form structural derivatives where they exist (faster to compile and to run);
     # forward-mode autodiff otherwise. Both are exact (tests/test_derivatives.py).
     if supports_closed_form(model):
-        _, d_structural = basis_and_tangents(model, p.x0, p.y0, p.q, p.phi, p.flux)
-        # The basis from the renderer, not from basis_and_tangents (whose copy is then dead
-        # code): with that copy feeding both the image and the concatenated Jacobian, XLA fused
-        # its pixel correction into the concatenation, which the CPU backend does not
-        # vectorise: 13.5 ms against 4.7 ms per Jacobian of the 150x150 quickstart.
-        basis = render_basis(model, p.x0, p.y0, p.q, p.phi)
+        # The basis shares each component's exp with the derivatives (one per pixel).
+        basis, d_structural = basis_and_tangents(model, p.x0, p.y0, p.q, p.phi, p.flux,
+                                                 components)
     else:
         basis, d_structural = basis_and_tangents_autodiff(model, p.x0, p.y0, p.q, p.phi, p.flux)
     image = weighted_sum(p.flux, basis) + render_sky(model, p.sky)

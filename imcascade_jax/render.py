@@ -43,9 +43,10 @@ _GL_T, _GL_W = np.polynomial.legendre.leggauss(EXACT_NODES)
 _GL_T, _GL_W = 0.5 * _GL_T, 0.5 * _GL_W  # mapped onto a pixel [-1/2, 1/2], weights sum to 1
 #: Variance of the uniform pixel response.
 PIXEL_VAR = 1.0 / 12.0
-# log sinc(k/2) = -k^2/24 - k^4/2880 - k^6/181440 - ...: the pixel's cumulants beyond the variance.
-_BOX_K4 = 1.0 / 2880.0
-_BOX_K6 = 1.0 / 181440.0
+#: ``log sinc(k/2) = -k^2/24 - k^4/2880 - k^6/181440 - ...``: the pixel's cumulants beyond the
+#: variance (:func:`box_correction`).
+BOX_K4 = 1.0 / 2880.0
+BOX_K6 = 1.0 / 181440.0
 #: Hybrid mode: squared elliptical radius (in sigma) beyond which a component is zero.
 CUTOFF_Q = HYBRID_NSIGMA**2
 
@@ -94,7 +95,7 @@ def _centre_values(dx, dy, cxx, cxy, cyy):
     return jnp.exp(-0.5 * quad) / (2.0 * jnp.pi * jnp.sqrt(det))
 
 
-def box_correction(wx, wy, pxx, pyy, partials: bool = False):
+def box_correction(wx, wy, pxx, pyy):
     """The pixel-response correction factor of a Gaussian, to sixth order in the pixel's cumulants.
 
     The pixel response (a unit box) has characteristic function ``exp(-k^2/24 - k^4/2880 -
@@ -107,35 +108,21 @@ def box_correction(wx, wy, pxx, pyy, partials: bool = False):
     ----------
     wx, wy, pxx, pyy : jax.Array
         Components of ``P d`` and diagonal precisions (broadcastable).
-    partials : bool
-        Also return the partial derivatives of the factor.
 
     Returns
     -------
-    corr : jax.Array
-        ``G * box / G'``.
-    d_wx, d_wy, d_pxx, d_pyy : jax.Array
-        Only with ``partials``: derivatives of ``corr`` wrt ``wx``, ``wy``, ``pxx``, ``pyy``.
+    jax.Array
+        ``G * box / G'``. (:mod:`imcascade_jax.derivatives` evaluates the same polynomial,
+        expanded in ``w^2`` with per-component coefficients, and its partial derivatives.)
     """
 
     def axis(w, p):
         w2 = w * w
         d4 = w2 * (w2 - 6.0 * p) + 3.0 * p * p
         d6 = w2 * (w2 * (w2 - 15.0 * p) + 45.0 * p * p) - 15.0 * p * p * p
-        term = _BOX_K6 * d6 - _BOX_K4 * d4
-        if not partials:
-            return term, None, None
-        d_w = w * (_BOX_K6 * (6.0 * w2 * (w2 - 10.0 * p) + 90.0 * p * p)
-                   - _BOX_K4 * 4.0 * (w2 - 3.0 * p))
-        d_p = _BOX_K6 * (w2 * (90.0 * p - 15.0 * w2) - 45.0 * p * p) - _BOX_K4 * 6.0 * (p - w2)
-        return term, d_w, d_p
+        return BOX_K6 * d6 - BOX_K4 * d4
 
-    tx, dwx, dpx = axis(wx, pxx)
-    ty, dwy, dpy = axis(wy, pyy)
-    corr = 1.0 + tx + ty
-    if not partials:
-        return corr
-    return corr, dwx, dwy, dpx, dpy
+    return 1.0 + axis(wx, pxx) + axis(wy, pyy)
 
 
 def _box_corrected_values(dx, dy, cxx, cxy, cyy, cutoff: bool):

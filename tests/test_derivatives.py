@@ -120,3 +120,42 @@ def test_full_log_like_gradient_with_windows_is_the_jacobians():
     grad = jax.grad(lambda p: full_log_like(model, img, weight, p,
                                             windows=tangent_windows(model)))(param)
     np.testing.assert_allclose(grad, ref, rtol=1e-10, atol=1e-10 * float(jnp.abs(ref).max()))
+
+
+@pytest.mark.parametrize("hybrid", [True, False])
+def test_component_constants_are_the_matrix_algebra(hybrid):
+    # Rows against NumPy's 2x2 algebra: P = (C + pixel variance)^-1, 1 / (2 pi sqrt(det)),
+    # N = P dC P and tr(P dC) along both directions; and the values they give (row 0 of
+    # tangents_from_constants) against the renderer's own formula at pixel centres.
+    from imcascade_jax.derivatives import component_constants, tangents_from_constants
+    from imcascade_jax.render import PIXEL_VAR, box_correction
+
+    rng = np.random.default_rng(11)
+    cov = np.array([[4.0, 0.9, 2.5], [1.3, -0.4, 6.0], [9.0, 2.0, 1.2]])  # rows (cxx, cxy, cyy)
+    dirs = [rng.normal(size=(3, 3)) for _ in range(2)]
+    k = np.asarray(component_constants(tuple(jnp.asarray(cov[:, i]) for i in range(3)),
+                                       *(tuple(jnp.asarray(d[:, i]) for i in range(3))
+                                         for d in dirs), hybrid))
+    assert k.shape == (26, 3)
+    pix = PIXEL_VAR if hybrid else 0.0
+    dx, dy = jnp.arange(-3.0, 4.0) + 0.3, jnp.arange(-2.0, 3.0) - 0.2
+    values = np.asarray(tangents_from_constants(jnp.asarray(k), dx, dy, hybrid)[0])
+    for c in range(3):
+        mat = np.array([[cov[c, 0] + pix, cov[c, 1]], [cov[c, 1], cov[c, 2] + pix]])
+        prec = np.linalg.inv(mat)
+        np.testing.assert_allclose(k[:3, c], [prec[0, 0], prec[0, 1], prec[1, 1]], rtol=1e-14)
+        assert k[3, c] == pytest.approx(1 / (2 * np.pi * np.sqrt(np.linalg.det(mat))), rel=1e-14)
+        for row, d in zip((18, 22), dirs, strict=True):
+            dmat = np.array([[d[c, 0], d[c, 1]], [d[c, 1], d[c, 2]]])
+            n = prec @ dmat @ prec
+            np.testing.assert_allclose(k[row:row + 4, c],
+                                       [n[0, 0], n[0, 1], n[1, 1], np.trace(prec @ dmat)],
+                                       rtol=1e-13, atol=1e-15)
+        x, y = np.meshgrid(np.asarray(dx), np.asarray(dy), indexing="ij")
+        wx, wy = prec[0, 0] * x + prec[0, 1] * y, prec[0, 1] * x + prec[1, 1] * y
+        quad = wx * x + wy * y
+        want = np.exp(-0.5 * quad) * k[3, c]
+        if hybrid:
+            want = np.where(quad > 25.0, 0.0,
+                            want * np.asarray(box_correction(wx, wy, prec[0, 0], prec[1, 1])))
+        np.testing.assert_allclose(values[c], want, rtol=1e-13, atol=1e-16)
