@@ -186,7 +186,7 @@ def values_and_tangents(dx, dy, cov, dcov_q, dcov_phi, hybrid: bool):
                                    hybrid)
 
 
-def basis_and_tangents(model: Model, x0, y0, q, phi, flux, components=None):
+def basis_and_tangents(model: Model, x0, y0, q, phi, flux):
     """Component basis and the image's derivatives wrt (x0, y0, q, phi).
 
     Parameters
@@ -196,11 +196,6 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux, components=None):
     x0, y0, q, phi : scalar arrays
     flux : jax.Array, shape (N,)
         Linear fluxes weighting the derivative images.
-    components : jax.Array of bool, shape (N,), optional
-        Galaxy components to evaluate; the others are taken to be exactly 0 on this image
-        (their basis images and derivative shares are left 0, not computed). Only for
-        components known to be 0 everywhere here (the hybrid renderer's cut-off,
-        :func:`imcascade_jax.tiles.components_on_tiles`). Default: every component.
 
     Returns
     -------
@@ -237,14 +232,8 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux, components=None):
         weights = jax.lax.dynamic_index_in_dim(coef, k, 0, False)
         return basis, d_image + jnp.stack([weighted_sum(weights, v) for v in values[1:]])
 
-    body = one_component
-    if components is not None:
-        # A component known to be 0 here adds nothing: its iteration is skipped.
-        def body(k, carry):
-            return jax.lax.cond(components[k], one_component, lambda k, carry: carry, k, carry)
-
     zeros = (jnp.zeros((n, nx, ny), dtype), jnp.zeros((4, nx, ny), dtype))
-    return jax.lax.fori_loop(0, n, body, zeros)
+    return jax.lax.fori_loop(0, n, one_component, zeros)
 
 
 def tangent_windows(model: Model) -> tuple[tuple[int, tuple[int, ...]], ...] | None:

@@ -179,17 +179,13 @@ class FitResult(NamedTuple):
     at_upper: jax.Array
 
 
-def model_and_jacobian(model: Model, param: jax.Array, components: jax.Array | None = None):
+def model_and_jacobian(model: Model, param: jax.Array):
     """Model image and its Jacobian with respect to the flat parameter vector.
 
     Parameters
     ----------
     model : Model
     param : jax.Array, shape (Ndof,)
-    components : jax.Array of bool, shape (N,), optional
-        Galaxy components known to be exactly 0 on this image are ``False`` (skipped by the
-        closed-form derivatives, :func:`imcascade_jax.derivatives.basis_and_tangents`;
-        ignored otherwise). Default: every component evaluated.
 
     Returns
     -------
@@ -202,8 +198,7 @@ def model_and_jacobian(model: Model, param: jax.Array, components: jax.Array | N
     # forward-mode autodiff otherwise. Both are exact (tests/test_derivatives.py).
     if supports_closed_form(model):
         # The basis shares each component's exp with the derivatives (one per pixel).
-        basis, d_structural = basis_and_tangents(model, p.x0, p.y0, p.q, p.phi, p.flux,
-                                                 components)
+        basis, d_structural = basis_and_tangents(model, p.x0, p.y0, p.q, p.phi, p.flux)
     else:
         basis, d_structural = basis_and_tangents_autodiff(model, p.x0, p.y0, p.q, p.phi, p.flux)
     image = weighted_sum(p.flux, basis) + render_sky(model, p.sky)

@@ -16,18 +16,15 @@ equations are sums over tiles. Pixels of the last tiles beyond the image, and th
 carry zero weight: they add nothing to chi2, to ``J^T J`` or to ``J^T r``.
 
 Small tiles pad little. On the 20 cutouts of ``benchmarks/many_shapes.py`` 32x32 tiles
-fitted faster than 32x64 or 64x64 ones, and 4 tiles per loop iteration (:data:`TILES_PER_STEP`)
-faster than 2 or 8. Under the hybrid renderer each iteration evaluates only the galaxy
-components that are not exactly 0 on its tiles (:func:`components_on_tiles`, the 5-sigma
-cut-off): the same sums, with the narrow components left out on the tiles away from the
-galaxy's centre. Optionally (``narrow``), the tiles far from the centre are evaluated by a
-second loop body without the narrower half of the components (:func:`narrow_components`): the
-same sums again, for a second loop body to compile.
+fitted faster than 32x64 or 64x64 ones, and 2, 4 or 8 tiles per loop iteration
+(:data:`TILES_PER_STEP`) equally fast within the machine's noise. Optionally (``narrow``), on
+tiles far from the centre the narrower half of the components, exactly 0 there (the hybrid renderer's 5-sigma
+cut-off), is left out (:func:`narrow_components`): the same sums, with less work where most of
+a large frame is sky, for a second loop body to compile.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -37,11 +34,11 @@ import numpy as np
 from imcascade_jax import fit as _fit
 from imcascade_jax.model import HYBRID_NSIGMA, Model
 from imcascade_jax.normal_equations import NormalEquations, piece_equations, zero_equations
-from imcascade_jax.render import PIXEL_VAR, covariances, render
+from imcascade_jax.render import PIXEL_VAR, render
 
 __all__ = ["TILE_SHAPE", "MIN_TILES", "TileGrid", "tile_grid", "to_tiles", "from_tiles",
-           "tile_model", "narrow_components", "components_on_tiles", "tiled_equations",
-           "tiled_residuals", "solve_tiles_jit"]
+           "tile_model", "narrow_components", "tiled_equations", "tiled_residuals",
+           "solve_tiles_jit"]
 
 #: Pixels of a tile (rows, columns).
 TILE_SHAPE = (32, 32)
@@ -207,66 +204,24 @@ def _wide_part(model: Model, narrow: tuple[int, ...]):
     return sub, keep
 
 
-def components_on_tiles(model: Model, param: jax.Array, offsets: jax.Array,
-                        valid: jax.Array) -> jax.Array:
-    """Galaxy components that are not exactly 0 on every valid tile: shape (N,), bool.
-
-    Under the hybrid renderer's cut-off a convolved component is 0 beyond its 5-sigma ellipse
-    (pixel variance included), which spans ``5 sqrt(C_aa + 1/12)`` along axis ``a`` from the
-    centre; one pixel more guards against rounding. A galaxy component is needed on a tile
-    when the tile's nearest pixel centre lies within that span, along both axes, for one of
-    its PSF components.
-
-    Parameters
-    ----------
-    model : Model
-        Of the tile's shape.
-    param : jax.Array, shape (Ndof,)
-        In image coordinates (centre, then q and phi).
-    offsets : jax.Array, shape (G, 2)
-        First pixel of each tile.
-    valid : jax.Array of bool, shape (G,)
-        Tiles that count (the others are ignored).
-    """
-    cxx, _, cyy = covariances(model, param[2], param[3])
-    span = HYBRID_NSIGMA * jnp.sqrt(jnp.stack([jnp.max(cxx, axis=1), jnp.max(cyy, axis=1)])
-                                    + PIXEL_VAR) + 1.0  # (2, N)
-    size = jnp.asarray(model.shape, param.dtype)[None, :]
-    start = offsets.astype(param.dtype)
-    centre = param[None, :2]
-    # Distance along each axis from the centre to the tile's nearest pixel centre.
-    gap = jnp.maximum(jnp.maximum(start - centre, centre - (start + size - 1.0)), 0.0)  # (G, 2)
-    near = jnp.all(gap[:, :, None] <= span[None], axis=1) & valid[:, None]  # (G, N)
-    return jnp.any(near, axis=0)
-
-
 def _accumulate(model, jacobian_fn, param, data, sqrt_w, offsets, order, start, stop, zero):
     """Sum the equations of the tiles at positions ``[start, stop)`` of ``order``.
 
     :data:`TILES_PER_STEP` tiles per loop iteration (``vmap``). Positions beyond ``stop`` in
-    the last group are evaluated with zero weight (they add nothing). Under the hybrid
-    renderer, galaxy components that are exactly 0 on every tile of an iteration are not
-    evaluated (:func:`components_on_tiles`; the same sums).
+    the last group are evaluated with zero weight (they add nothing).
     """
     group = TILES_PER_STEP
     last = order.shape[0] - 1
-    cut_off = model.render_mode == "hybrid"
+
+    def one(offset, data_tile, sqrt_w_tile):
+        sub, shift = tile_model(model, offset)
+        return piece_equations(sub, jacobian_fn, param + shift, data_tile, sqrt_w_tile)
 
     def body(k, acc):
         pos = start + k * group + jnp.arange(group, dtype=jnp.int32)
         idx = order[jnp.minimum(pos, last)]
-        valid = pos < stop
-        fn = jacobian_fn
-        if cut_off:
-            needed = components_on_tiles(model, param, offsets[idx], valid)
-            fn = partial(jacobian_fn, components=needed)
-
-        def one(offset, data_tile, sqrt_w_tile):
-            sub, shift = tile_model(model, offset)
-            return piece_equations(sub, fn, param + shift, data_tile, sqrt_w_tile)
-
-        weight = valid.astype(sqrt_w.dtype)[:, None, None]
-        t = jax.vmap(one)(offsets[idx], data[idx], sqrt_w[idx] * weight)
+        valid = (pos < stop).astype(sqrt_w.dtype)[:, None, None]
+        t = jax.vmap(one)(offsets[idx], data[idx], sqrt_w[idx] * valid)
         return NormalEquations(acc.cost + jnp.sum(t.cost), acc.jtj + jnp.sum(t.jtj, axis=0),
                                acc.grad + jnp.sum(t.grad, axis=0), acc.finite & jnp.all(t.finite))
 
@@ -284,9 +239,7 @@ def tiled_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Array
     model : Model
         Of the tile's shape, with the image's ``sky_centre``.
     jacobian_fn : callable
-        ``jacobian_fn(model, param, components=None) -> (image, d_image)``; under the hybrid
-        renderer it is given the galaxy components not exactly 0 on the tiles evaluated
-        (:func:`imcascade_jax.fit.model_and_jacobian`).
+        ``jacobian_fn(model, param) -> (image, d_image)``.
     param : jax.Array, shape (Ndof,)
         In image coordinates.
     data, sqrt_w : jax.Array, shape (capacity, *tile)

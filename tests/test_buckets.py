@@ -222,30 +222,3 @@ def test_large_image_fit_with_far_tiles_equals_direct_fit():
     assert float(tiled.chi2) == pytest.approx(float(direct.chi2), rel=1e-10)
     np.testing.assert_allclose(tiled.residuals, direct.residuals, rtol=0, atol=1e-8)
     assert abs(float(tiled.x[0]) - truth[0]) < 0.01
-
-
-def test_components_on_tiles_leaves_out_only_components_that_are_zero():
-    """A galaxy component left out on a tile renders exactly 0 there (every PSF component,
-    hybrid cut-off); the narrow ones are left out far from the centre, the widest nowhere."""
-    from imcascade_jax.render import render_components
-
-    shape = (160, 128)
-    model = make_model(shape, np.array([0.8, 1.6, 3.2, 30.0]), PSF_SIG, PSF_A)
-    param = jnp.asarray([70.3, 66.6, 0.45, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    grid = tiles.tile_grid(shape)
-    tile_model = model.replace(shape=grid.tile, sky_centre=jnp.asarray([80.0, 64.0]))
-    offsets = jnp.asarray(grid.offsets[:grid.n_tiles])
-    on_tiles = jax.jit(tiles.components_on_tiles)
-    needed = np.array([on_tiles(tile_model, param, o[None], jnp.array([True])) for o in offsets])
-    assert needed.shape == (grid.n_tiles, 4)
-    assert needed[:, 3].all() and not needed[:, 0].all() and needed[:, 0].any()
-    for offset, mask in zip(offsets, needed, strict=True):
-        sub, shift = tiles.tile_model(tile_model, offset)
-        p = param + shift
-        comps = np.asarray(render_components(sub, p[0], p[1], p[2], p[3]))
-        assert np.all(comps[~mask] == 0.0)
-    # Several tiles at once: any of the valid ones.
-    both = on_tiles(tile_model, param, offsets[:2], jnp.array([True, True]))
-    np.testing.assert_array_equal(both, needed[0] | needed[1])
-    first = on_tiles(tile_model, param, offsets[:2], jnp.array([True, False]))
-    np.testing.assert_array_equal(first, needed[0])
