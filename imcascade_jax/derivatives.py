@@ -211,29 +211,17 @@ def basis_and_tangents(model: Model, x0, y0, q, phi, flux):
     cxx, cxy, cyy = covariances(model, q, phi)
     dq, dphi = _galaxy_cov_derivatives(model, q, phi)
     rep = lambda t: jnp.repeat(t, p)  # noqa: E731  (per galaxy component -> per (k, j))
-    hybrid = model.render_mode == "hybrid"
-    constants = component_constants((cxx.ravel(), cxy.ravel(), cyy.ravel()),
-                                    tuple(rep(t) for t in dq), tuple(rep(t) for t in dphi),
-                                    hybrid).reshape(-1, n, p)
-    dx, dy = pixel_offsets(x0, 0, nx, dtype), pixel_offsets(y0, 0, ny, dtype)
-    coef = flux[:, None] * model.psf_a[None, :]
-
-    # One galaxy component (with every PSF component) per iteration: the per-pixel
-    # intermediates are P images, not N P, and XLA adds each derivative image's share in the
-    # pass that computes it instead of writing (N P, nx, ny) arrays out and summing them
-    # afterwards (on the CPU the tiled normal equations of a 129x141 image took 9.2 ms
-    # instead of 11.1 ms; whole images no slower).
-    def one_component(k, carry):
-        basis, d_image = carry
-        values = tangents_from_constants(jax.lax.dynamic_index_in_dim(constants, k, 1, False),
-                                         dx, dy, hybrid)
-        basis = jax.lax.dynamic_update_index_in_dim(
-            basis, psf_weighted(values[0][None], model.psf_a), k, 0)
-        weights = jax.lax.dynamic_index_in_dim(coef, k, 0, False)
-        return basis, d_image + jnp.stack([weighted_sum(weights, v) for v in values[1:]])
-
-    zeros = (jnp.zeros((n, nx, ny), dtype), jnp.zeros((4, nx, ny), dtype))
-    return jax.lax.fori_loop(0, n, one_component, zeros)
+    outputs = values_and_tangents(
+        pixel_offsets(x0, 0, nx, dtype), pixel_offsets(y0, 0, ny, dtype),
+        (cxx.ravel(), cxy.ravel(), cyy.ravel()), tuple(rep(t) for t in dq),
+        tuple(rep(t) for t in dphi), hybrid=model.render_mode == "hybrid")
+    basis = psf_weighted(outputs[0].reshape(n, p, nx, ny), model.psf_a)
+    # Each derivative image in one weighted sum over all (k, j) components, weights
+    # flux_k psf_a_j, rather than over the PSF axis and then the fluxes: no (N, nx, ny)
+    # intermediates (the quickstart's Jacobian 4.8 ms instead of 5.2 ms on the CPU).
+    coef = (flux[:, None] * model.psf_a[None, :]).ravel()
+    d_image = jnp.stack([weighted_sum(coef, o) for o in outputs[1:]])
+    return basis, d_image
 
 
 def tangent_windows(model: Model) -> tuple[tuple[int, tuple[int, ...]], ...] | None:
