@@ -62,6 +62,8 @@ from imcascade_jax.normal_equations import (
     BandPlan,
     NormalEquations,
     band_plan,
+    banded_jacobian,
+    jacobian_band_pixels,
     normal_equations,
     pad_rows,
     residual_image,
@@ -71,9 +73,10 @@ from imcascade_jax.render import render_sky, weighted_sum
 from imcascade_jax.status import STATUS_MESSAGES, FitStatus
 
 __all__ = ["STATUS_MESSAGES", "FitStatus", "SolverOptions", "DEFAULT_OPTIONS", "solver_options",
-           "FitResult", "model_and_jacobian", "jacobian_at", "usable_data", "data_scale", "least_squares",
-           "least_squares_jit", "solve_jit", "solve_with", "fit_memory_bytes", "fit_memory_estimate",
-           "COMPILE_BYTES", "REJECTED_FTOL_FACTOR"]
+           "FitResult", "model_and_jacobian", "piece_model_and_jacobian",
+           "jacobian_at", "usable_data", "data_scale", "least_squares", "least_squares_jit",
+           "solve_jit", "solve_with", "fit_memory_bytes", "fit_memory_estimate", "COMPILE_BYTES",
+           "REJECTED_FTOL_FACTOR"]
 
 _LN10 = 2.302585092994046
 #: Relative damping beyond which the solver has stalled (steps shrunk to nothing).
@@ -179,8 +182,11 @@ class FitResult(NamedTuple):
     at_upper: jax.Array
 
 
-def model_and_jacobian(model: Model, param: jax.Array):
-    """Model image and its Jacobian with respect to the flat parameter vector.
+def piece_model_and_jacobian(model: Model, param: jax.Array):
+    """Model image and its Jacobian with respect to the flat parameter vector, in one piece.
+
+    What the solvers evaluate on each band of rows or tile; :func:`model_and_jacobian` is the
+    same on a whole image, with bounded temporaries.
 
     Parameters
     ----------
@@ -210,6 +216,15 @@ def model_and_jacobian(model: Model, param: jax.Array):
         eye = jnp.eye(model.n_sky, dtype=param.dtype)
         columns.append(jax.vmap(lambda e: render_sky(model, e))(eye))
     return image, jnp.concatenate(columns, axis=0)
+
+
+def model_and_jacobian(model: Model, param: jax.Array):
+    """Model image ``(nx, ny)`` and its Jacobian ``(Ndof, nx, ny)``, ``d image / d param_i``.
+
+    The numbers of :func:`piece_model_and_jacobian`, evaluated in bands of rows whose
+    intermediates stay bounded (:func:`~imcascade_jax.normal_equations.jacobian_band_pixels`).
+    """
+    return banded_jacobian(model, piece_model_and_jacobian, param, jacobian_band_pixels(model))
 
 
 def jacobian_at(model: Model, param: jax.Array, weight: jax.Array) -> jax.Array:
@@ -494,7 +509,7 @@ class _RowBands(NamedTuple):
         return pad_rows(image, self.plan)
 
     def equations(self, model, x, data, sqrt_w):
-        return normal_equations(model, model_and_jacobian, x, data, sqrt_w, self.plan)
+        return normal_equations(model, piece_model_and_jacobian, x, data, sqrt_w, self.plan)
 
     def residuals(self, model, x, data, sqrt_w):
         return residual_image(model, x, data, sqrt_w, self.plan)

@@ -13,6 +13,8 @@ A band of rows ``[r0, r0 + rows)`` of a model is the model of shape ``(rows, ny)
 sits at ``x0 - r0`` (pixel coordinates are offsets from the centre) and whose tilted-plane sky
 is referred to the same point as the whole image's (its ``sky_centre`` moved by ``-r0``), so the
 sky parameters and every Jacobian column are the same in a band as in the whole image.
+:func:`banded_jacobian` uses the same bands to return a whole image's Jacobian with bounded
+intermediates.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from imcascade_jax.render import render
 #: a 256x256 band keeps the per-band intermediates near 100 MB for 9 x 4 components while
 #: the loop's overhead is negligible beside the band's work.
 BAND_PIXELS = 65536
+#: Largest intermediates of one band of :func:`banded_jacobian` as the model's Jacobian uses it
+#: (:func:`jacobian_band_pixels`), bytes. Below glibc's largest dynamic mmap threshold (32 MB),
+#: so the temporaries of repeated calls come from reused heap memory, not freshly mapped
+#: (page-faulted) pages: the 150x150 quickstart's float64 Jacobian in 3 bands took 5.5 ms a
+#: call on the CPU, 14-26 ms in one piece.
+JACOBIAN_BAND_BYTES = 16_000_000
 
 
 class BandPlan(NamedTuple):
@@ -146,7 +154,7 @@ def normal_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Arra
     model : Model
     jacobian_fn : callable
         ``jacobian_fn(model, param) -> (image, d_image)``, ``d_image`` of shape
-        ``(Ndof, nx, ny)`` (e.g. :func:`imcascade_jax.fit.model_and_jacobian`).
+        ``(Ndof, nx, ny)`` (e.g. :func:`imcascade_jax.fit.piece_model_and_jacobian`).
     param : jax.Array, shape (Ndof,)
     data, sqrt_w : jax.Array
         Image and square-root weights, padded to ``plan.rows * plan.n_bands`` rows
@@ -171,6 +179,47 @@ def normal_equations(model: Model, jacobian_fn, param: jax.Array, data: jax.Arra
 
     zero = zero_equations(param.shape[0], param.dtype)
     return jax.lax.fori_loop(0, plan.n_bands, body, zero)
+
+
+def jacobian_band_pixels(model: Model) -> int:
+    """Pixels per band of a whole image's Jacobian: about :data:`JACOBIAN_BAND_BYTES` of the
+    component images, their four derivatives and the Jacobian's columns."""
+    itemsize = jnp.dtype(model.dtype).itemsize
+    per_pixel = itemsize * (5 * model.n_gauss * model.n_psf + model.n_params)
+    return max(1, JACOBIAN_BAND_BYTES // per_pixel)
+
+
+def banded_jacobian(model: Model, jacobian_fn, param: jax.Array, band_pixels: int):
+    """``jacobian_fn(model, param)`` of a whole image, evaluated in bands of rows.
+
+    Parameters
+    ----------
+    model : Model
+    jacobian_fn : callable
+        ``jacobian_fn(model, param) -> (image, d_image)`` for one piece, evaluated at once.
+    param : jax.Array, shape (Ndof,)
+    band_pixels : int
+        Largest band, pixels (:func:`band_plan`); an image that fits is evaluated in one piece.
+
+    Returns
+    -------
+    image : jax.Array, shape model.shape
+    d_image : jax.Array, shape (Ndof, nx, ny)
+        The same numbers as ``jacobian_fn`` on the whole image.
+    """
+    nx, ny = model.shape
+    plan = band_plan(model.shape, band_pixels)
+    if plan.n_bands == 1:
+        return jacobian_fn(model, param)
+    one_band = BandPlan(plan.rows, 1)
+
+    def band(r0):
+        return jacobian_fn(band_model(model, one_band, r0), band_param(param, r0))
+
+    starts = jnp.arange(plan.n_bands, dtype=param.dtype) * plan.rows
+    image, d_image = jax.lax.map(band, starts)  # (bands, rows, ny), (bands, Ndof, rows, ny)
+    d_image = jnp.moveaxis(d_image, 1, 0).reshape(d_image.shape[1], -1, ny)
+    return image.reshape(-1, ny)[:nx], d_image[:, :nx]
 
 
 def residual_image(model: Model, param: jax.Array, data: jax.Array, sqrt_w: jax.Array,

@@ -294,7 +294,7 @@ class _Tiles(NamedTuple):
         return stack
 
     def equations(self, model, x, data, sqrt_w):
-        return tiled_equations(model, _fit.model_and_jacobian, x, data, sqrt_w, self.offsets,
+        return tiled_equations(model, _fit.piece_model_and_jacobian, x, data, sqrt_w, self.offsets,
                                self.n_tiles, self.narrow)
 
     def residuals(self, model, x, data, sqrt_w):

@@ -16,9 +16,16 @@ import numpy as np
 import pytest
 
 from imcascade_jax import fit as core_fit
+from imcascade_jax import normal_equations as normal_equations_module
 from imcascade_jax.fitter import Fitter, LeastSquaresResult
 from imcascade_jax.model import make_model
-from imcascade_jax.normal_equations import band_plan, normal_equations, pad_rows, residual_image
+from imcascade_jax.normal_equations import (
+    band_plan,
+    banded_jacobian,
+    normal_equations,
+    pad_rows,
+    residual_image,
+)
 from imcascade_jax.render import render
 from imcascade_jax.status import FitStatus
 from imcascade_jax.synthetic import make_galaxy, moffat_psf
@@ -312,6 +319,29 @@ def test_bands_sum_to_the_whole(galaxy, sky_type):
     assert r_got.shape == SHAPE
     np.testing.assert_allclose(r_got, r_ref, rtol=0, atol=1e-12)
     assert float(ref.cost) == pytest.approx(0.5 * float(jnp.sum(r_ref**2)), rel=1e-12)
+
+
+def test_banded_jacobian_is_the_whole_images(monkeypatch):
+    """The image and Jacobian in bands of rows (last band padded) equal one piece's."""
+    m = make_model(SHAPE, SIG, PSF_SIG, PSF_A)
+    x = jnp.asarray(np.r_[20.3, 19.6, 0.6, 0.7, np.linspace(0.0, 1.3, N), 0.01, 1e-3, -2e-3])
+    assert band_plan(SHAPE, 15 * SHAPE[1]) == (14, 3)  # 42 rows: the last band padded by 2
+    piece = core_fit.piece_model_and_jacobian
+    # The public function bands by bytes: this budget gives 4 bands of 10 rows.
+    per_pixel = 8 * (5 * N * PSF_SIG.size + m.n_params)
+    monkeypatch.setattr(normal_equations_module, "JACOBIAN_BAND_BYTES", 10 * SHAPE[1] * per_pixel)
+
+    @jax.jit
+    def all_three(m, x):
+        return (piece(m, x), banded_jacobian(m, piece, x, 15 * SHAPE[1]),
+                core_fit.model_and_jacobian(m, x))
+
+    (image, jac), *banded = all_three(m, x)
+    assert float(jnp.abs(jac[:4]).max()) > 0.1  # the structural columns are in the check
+    for got_image, got_jac in banded:
+        assert got_jac.shape == jac.shape
+        np.testing.assert_allclose(got_image, image, rtol=0, atol=1e-13 * float(image.max()))
+        np.testing.assert_allclose(got_jac, jac, rtol=0, atol=1e-13 * float(jnp.abs(jac).max()))
 
 
 def test_banded_fit_equals_single_band_fit(galaxy, model, reference):
