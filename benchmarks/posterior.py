@@ -5,6 +5,7 @@ Usage::
 
     python benchmarks/posterior.py [--run-imcascade] [--skip-dynesty] [--skip-full]
                                    [--skip-numpyro] [--full-samples 2000 --full-warmup 1000]
+                                   [--like-11-widths] [--imcascade-nlive N --imcascade-seed S]
 
 With ``--run-imcascade`` imcascade 1.1 runs in the same process, on the same image (absolute
 times on a shared machine are noisy: compare ratios measured together); without it, no
@@ -68,14 +69,21 @@ def row(name, compile_s, run_s, total_s, n, evals, stats, min_ess=float("nan")):
             f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} | {_load()} |")
 
 
-def run_imcascade11(g):
+def run_imcascade11(g, nlive=None, seed=None):
+    """1.1's express dynesty run; ``nlive``: live points of its initial run and of each batch
+    (dynesty's defaults otherwise), ``seed``: dynesty's random state (unseeded otherwise)."""
     from imcascade.fitter import initialize_fitter as init11
     from imcascade.results import ImcascadeResults as Res11
 
     f11 = init11(g.img, g.psf, err=g.err)  # 1.1 takes no verbose
     f11.run_ls_min()
+    sampler_kwargs = {} if seed is None else {"rstate": np.random.default_rng(seed)}
+    nested_kwargs = {"print_progress": False}
+    if nlive is not None:
+        nested_kwargs.update(nlive_init=nlive, nlive_batch=nlive)
     t0 = time.perf_counter()
-    f11.run_dynesty(method="express", run_nested_kwargs={"print_progress": False})
+    f11.run_dynesty(method="express", sampler_kwargs=sampler_kwargs,
+                    run_nested_kwargs=nested_kwargs)
     dt = time.perf_counter() - t0
     res = Res11(f11)
     flux, r50 = np.asarray(res.calc_flux()), np.asarray(res.calc_rX(0.5))
@@ -98,6 +106,11 @@ def main() -> None:
     ap.add_argument("--like-11-widths", action="store_true",
                     help="imcascade 1.1's widths (0.75 px to 8x sep's size, not capped by the image) "
                     "instead of ours, so that both samplers see the same model")
+    ap.add_argument("--imcascade-nlive", type=int, default=None,
+                    help="live points of 1.1's dynesty run (initial run and each batch); more "
+                    "live points give a less noisy reference posterior (default: dynesty's)")
+    ap.add_argument("--imcascade-seed", type=int, default=None,
+                    help="seed of 1.1's dynesty run (default: unseeded, as 1.1 runs it)")
     args = ap.parse_args()
     print("load (uptime) at start:", _load())
 
@@ -163,9 +176,10 @@ def main() -> None:
                         f"{ncall} like", stats))
 
     if args.run_imcascade:
-        t11, stats11, n11 = run_imcascade11(g)
+        t11, stats11, n11 = run_imcascade11(g, args.imcascade_nlive, args.imcascade_seed)
         f, r = stats11["flux"], stats11["r50"]
-        rows.append(f"| imcascade 1.1 dynesty express (measured in this run) | - | {t11:.0f} | "
+        live = "" if args.imcascade_nlive is None else f", {args.imcascade_nlive} live points"
+        rows.append(f"| imcascade 1.1 dynesty express (measured in this run{live}) | - | {t11:.0f} | "
                     f"{t11:.0f} | {n11} | - | - | - | {f[0]:.1f} -{f[1]:.1f}/+{f[2]:.1f} | "
                     f"{r[0]:.3f} -{r[1]:.3f}/+{r[2]:.3f} | {_load()} |")
         print(rows[-1], flush=True)
