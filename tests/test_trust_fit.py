@@ -330,6 +330,7 @@ def test_banded_jacobian_is_the_whole_images(monkeypatch):
     # The public function bands by bytes: this budget gives 4 bands of 10 rows.
     per_pixel = 8 * (5 * N * PSF_SIG.size + m.n_params)
     monkeypatch.setattr(normal_equations_module, "JACOBIAN_BAND_BYTES", 10 * SHAPE[1] * per_pixel)
+    assert band_plan(SHAPE, normal_equations_module.jacobian_band_pixels(m)) == (10, 4)
 
     @jax.jit
     def all_three(m, x):
