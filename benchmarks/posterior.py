@@ -5,7 +5,8 @@ Usage::
 
     python benchmarks/posterior.py [--run-imcascade] [--skip-dynesty] [--skip-full]
                                    [--skip-numpyro] [--full-samples 2000 --full-warmup 1000]
-                                   [--like-11-widths] [--imcascade-nlive N --imcascade-seed S]
+                                   [--like-11-widths] [--like-11-psf]
+                                   [--imcascade-nlive N --imcascade-seed S]
 
 With ``--run-imcascade`` imcascade 1.1 runs in the same process, on the same image (absolute
 times on a shared machine are noisy: compare ratios measured together); without it, no
@@ -30,7 +31,7 @@ import jax
 import numpy as np
 
 from imcascade_jax.diagnostics import effective_sample_size
-from imcascade_jax.fitter import initialize_fitter
+from imcascade_jax.fitter import Fitter, initialize_fitter
 from imcascade_jax.results import ImcascadeResults
 from imcascade_jax.synthetic import quickstart_data
 
@@ -94,6 +95,17 @@ def run_imcascade11(g, nlive=None, seed=None):
     return dt, stats, len(flux)
 
 
+def with_11_psf(fitter, psf):
+    """The same fitter (image, weights, mask, widths, start) with imcascade 1.1's decomposition of
+    ``psf`` in place of ours."""
+    from imcascade.psf_fitter import PSFFitter as PSFFitter11
+
+    psf_sig, psf_a = PSFFitter11(psf).auto_fit()
+    return Fitter(np.asarray(fitter.img), np.asarray(fitter.sig), psf_sig, psf_a,
+                  weight=np.asarray(fitter.weight), mask=np.asarray(fitter.mask) != 0,
+                  init_dict=dict(fitter.init_dict), verbose=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run-imcascade", action="store_true",
@@ -106,6 +118,9 @@ def main() -> None:
     ap.add_argument("--like-11-widths", action="store_true",
                     help="imcascade 1.1's widths (0.75 px to 8x sep's size, not capped by the image) "
                     "instead of ours, so that both samplers see the same model")
+    ap.add_argument("--like-11-psf", action="store_true",
+                    help="imcascade 1.1's Gaussian decomposition of the PSF (its PSFFitter.auto_fit, "
+                    "needs imcascade 1.1) instead of ours")
     ap.add_argument("--imcascade-nlive", type=int, default=None,
                     help="live points of 1.1's dynesty run (initial run and each batch); more "
                     "live points give a less noisy reference posterior (default: dynesty's)")
@@ -119,7 +134,10 @@ def main() -> None:
     if args.like_11_widths:
         widths = np.logspace(np.log10(0.75), np.log10(8.0 * fitter.init_dict["re"]), 9)
         fitter = initialize_fitter(g.img, g.psf, err=g.err, verbose=False, component_widths=widths)
+    if args.like_11_psf:
+        fitter = with_11_psf(fitter, g.psf)
     print("widths:", np.round(fitter.sig, 2))
+    print("PSF widths:", np.round(fitter.psf_sig, 3), "weights:", np.round(fitter.psf_a, 3))
     t0 = time.perf_counter()
     fitter.run_ls_min()
     t_ls = time.perf_counter() - t0
