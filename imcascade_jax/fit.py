@@ -429,7 +429,9 @@ def _final_status(model: Model, prob: _Problem, final: _State, bad, periodic_phi
     margin = jnp.where(jnp.isfinite(width), _BOUND_TOL * width, 0.0)
     at_lower = jnp.isfinite(prob.step_lb) & (x <= prob.step_lb + margin)
     at_upper = jnp.isfinite(prob.step_ub) & (x >= prob.step_ub - margin)
-    dec_lower, dec_upper = decisive_bounds(model, prob.ub, periodic_phi)
+    # Internal fluxes are linear: judge flux floors on the linear-flux model.
+    dec_lower, dec_upper = decisive_bounds(model.replace(log_weight_scale=False), prob.ub,
+                                           periodic_phi, prob.lb, final.eq.jtj)
     decisive = jnp.any((at_lower & dec_lower) | (at_upper & dec_upper))
     # The galaxy touches no weighted pixel (every flux column zero): nothing was fitted.
     eps = 10 * jnp.finfo(x.dtype).eps

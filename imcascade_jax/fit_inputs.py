@@ -10,6 +10,8 @@ given as concrete arrays; under ``jit``/``vmap`` (traced arrays) it cannot raise
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,16 +80,18 @@ def bad_input(data, weight, x0, lb, ub, periodic_phi: bool) -> jax.Array:
     return bad
 
 
-def decisive_bounds(model: Model, ub, periodic_phi: bool):
+def decisive_bounds(model: Model, ub, periodic_phi: bool, lb=None, jtj=None):
     """Which bounds decide the answer when a parameter rests on them.
 
     The centre at either bound; the axis ratio at its lower bound (and at an upper bound
     below 1); a non-periodic position angle at either bound (a periodic one never is); a
-    component flux at its upper bound (at its lower bound the component is switched off,
-    a legitimate answer). A sky parameter at a bound is reported (``at_lower``/``at_upper``)
-    but does not decide: imcascade's default sky bounds are a band about a guess from the
-    image's edges, and a slope resting on it changes the galaxy's numbers by far less than
-    their errors.
+    component flux at its upper bound, and at its lower bound when that floor holds light the
+    data measure (more than the component's 1-sigma flux error, from ``jtj``; with ``lb`` and
+    ``jtj`` only): a floor below that switches the component off, a legitimate answer, while a
+    floor above it (e.g. from a flux guess far too high) sets the galaxy's light. A sky
+    parameter at a bound is reported (``at_lower``/``at_upper``) but does not decide:
+    imcascade's default sky bounds are a band about a guess from the image's edges, and a
+    slope resting on it changes the galaxy's numbers by far less than their errors.
 
     Parameters
     ----------
@@ -95,17 +99,43 @@ def decisive_bounds(model: Model, ub, periodic_phi: bool):
     ub : jax.Array, shape (Ndof,)
         Upper bounds (only that of q is read).
     periodic_phi : bool
+    lb : jax.Array, shape (Ndof,), optional
+        Lower bounds (only the fluxes' are read; needed for linear fluxes).
+    jtj : jax.Array, shape (Ndof, Ndof), optional
+        ``J^T W J`` at the answer; without it a flux floor never decides.
 
     Returns
     -------
     lower, upper : array of bool, shape (Ndof,)
-        NumPy arrays for concrete ``ub`` (no JAX program is compiled for them), JAX arrays
+        NumPy arrays for concrete arguments (no JAX program is compiled for them), JAX arrays
         under a trace.
     """
     n, n_sky = model.n_gauss, model.n_sky
     lower = np.r_[True, True, True, not periodic_phi, np.zeros(n, bool), np.zeros(n_sky, bool)]
     upper = np.r_[True, True, False, not periodic_phi, np.ones(n, bool), np.zeros(n_sky, bool)]
-    if is_concrete(ub):
-        upper[2] = bool(np.asarray(ub)[2] < 1.0)
-        return lower, upper
-    return jnp.asarray(lower), jnp.asarray(upper).at[2].set(jnp.asarray(ub)[2] < 1.0)
+    concrete = is_concrete(ub) and (jtj is None or (is_concrete(jtj) and is_concrete(lb)))
+    xp = np if concrete else jnp
+    lower, upper = xp.asarray(lower), xp.asarray(upper)
+    if jtj is not None:
+        lower = _set(lower, slice(4, 4 + n), _measured_floors(model, lb, jtj, xp))
+    return lower, _set(upper, 2, xp.asarray(ub)[2] < 1.0)
+
+
+def _set(a, index, value):
+    """``a`` with ``a[index] = value``, for NumPy (a copy) and JAX arrays."""
+    if isinstance(a, np.ndarray):
+        a = a.copy()
+        a[index] = value
+        return a
+    return a.at[index].set(value)
+
+
+def _measured_floors(model: Model, lb, jtj, xp):
+    """Whether each component's flux floor exceeds its 1-sigma flux error (conditional on the
+    other parameters, i.e. from the diagonal of ``J^T W J``: a conservative test)."""
+    n = model.n_gauss
+    info = xp.diagonal(xp.asarray(jtj))[4:4 + n]
+    if model.log_weight_scale:
+        # In log10 flux, flux / sigma(flux) = sqrt(info) / ln 10 whatever the floor.
+        return info > math.log(10.0) ** 2
+    return xp.asarray(lb)[4:4 + n] ** 2 * info > 1.0

@@ -267,7 +267,7 @@ class Fitter(PosteriorMethods, MultiGaussModel):
                                                     self.param_init, lb, ub, options, periodic,
                                                     log=self.logger))
         status = FitStatus(int(res.status))
-        at_bound = self._names_at_decisive_bounds(res, ub, periodic)
+        at_bound = self._names_at_decisive_bounds(res, lb, ub, periodic)
         model, x, weight, ndof = self.model, np.asarray(res.x), self.weight, self.Ndof
         self.min_res = LeastSquaresResult(
             jacobian=lambda: np.asarray(_fit.jacobian_at(model, x, weight)).reshape(ndof, -1).T,
@@ -285,8 +285,9 @@ class Fitter(PosteriorMethods, MultiGaussModel):
                     int(res.n_steps), float(res.chi2))
         return self.min_param
 
-    def _names_at_decisive_bounds(self, res, ub, periodic: bool) -> list[str]:
-        lower, upper = (np.asarray(m) for m in _fit_inputs.decisive_bounds(self.model, ub, periodic))
+    def _names_at_decisive_bounds(self, res, lb, ub, periodic: bool) -> list[str]:
+        lower, upper = (np.asarray(m) for m in _fit_inputs.decisive_bounds(
+            self.model, ub, periodic, lb, np.asarray(res.jtj)))
         at_lower, at_upper = np.asarray(res.at_lower), np.asarray(res.at_upper)
         return [f"{name} ({side})" for i, name in enumerate(self.param_names)
                 for side, hit in (("lower", at_lower[i] & lower[i]), ("upper", at_upper[i] & upper[i]))

@@ -167,14 +167,61 @@ def test_run_ls_min_warns_naming_bound_fluxes(galaxy):
                                                     if 4 <= i < 4 + N]
 
 
-def test_flux_at_lower_bound_is_switched_off_not_at_bound(reference, galaxy, model):
-    """A component pushed to its lower bound is a legitimate answer."""
+def test_flux_pushed_to_a_negligible_floor_is_switched_off_not_at_bound(reference, galaxy, model):
+    """A component the data want below zero rests on a floor (1e-4) far below its flux error
+    (~0.1): switched off, a legitimate answer."""
+    unit = np.asarray(reference.x).copy()
+    unit[4:4 + N], unit[4 + N - 1], unit[4 + N:] = -np.inf, 0.0, 0.0
+    widest = np.asarray(render(model, unit))  # unit-flux image of the widest component
+    data = galaxy.img - 2.0 * 10 ** float(reference.x[4 + N - 1]) * widest - 0.5 * widest
+    res = fit(model, data, 1.0 / galaxy.err**2)
+    assert bool(np.asarray(res.at_lower)[4 + N - 1])
+    assert int(res.status) > 0, FitStatus(int(res.status)).message
+
+
+def test_flux_floor_holding_measured_light_is_at_bound(reference, galaxy, model):
+    """A floor at the second-faintest component's flux holds light the data measure: the
+    component resting on it is held up by the bound, so the answer is the bound's."""
     lb = LB.copy()
     lb[4:4 + N] = np.log10(np.sort(10 ** np.asarray(reference.x[4:4 + N]))[1])  # above the faintest
     x0 = np.maximum(X0, lb)
     res = fit(model, galaxy.img, 1.0 / galaxy.err**2, x0, lb, UB)
     assert np.asarray(res.at_lower)[4:4 + N].any()
-    assert int(res.status) > 0, FitStatus(int(res.status)).message
+    assert int(res.status) == FitStatus.AT_BOUND
+
+
+def test_decisive_flux_floors_compare_the_floor_with_the_flux_error(model):
+    """Exact: a floor decides when floor / sigma(flux) > 1, sigma from diag(J^T W J)."""
+    from imcascade_jax.fit_inputs import decisive_bounds
+
+    n_par = 4 + N + 3
+    ln10 = np.log(10.0)
+    # log10 fluxes: flux / sigma = sqrt(info) / ln 10, whatever the floor.
+    jtj = np.diag(np.r_[np.ones(4), (ln10 * np.array([0.5, 0.99, 1.01, 2.0, 10.0, 0.0])) ** 2,
+                        np.ones(3)])
+    lower, _ = decisive_bounds(model, UB, True, LB, jtj)
+    np.testing.assert_array_equal(lower[4:4 + N], [False, False, True, True, True, False])
+    # Linear fluxes: floor^2 * info > 1.
+    linear = model.replace(log_weight_scale=False)
+    lb = np.r_[LB[:4], [0.0, 0.5, 0.5, -2.0, 1e-3, 3.0], LB[4 + N:]]
+    jtj = np.diag(np.r_[np.ones(4), [1e6, 3.0, 5.0, 1.0, 1e5, 0.1], np.ones(3)])
+    lower, _ = decisive_bounds(linear, UB, True, lb, jtj)
+    np.testing.assert_array_equal(lower[4:4 + N], [False, False, True, True, False, False])
+    # Without J^T W J no floor decides; the centre always does.
+    lower, _ = decisive_bounds(model, UB, True)
+    assert not lower[4:n_par].any() and lower[:3].all()
+
+
+def test_flux_guess_far_too_high_is_not_converged(galaxy):
+    """1.1's flux floors are the guess / 1e5: a guess 1e4 times too high puts them above the
+    components' errors, and the fit that rests on them must say so."""
+    from imcascade_jax.fitter import initialize_fitter
+
+    f = initialize_fitter(galaxy.img, galaxy.psf, err=galaxy.err, flux=1e6, verbose=False)
+    with pytest.warns(UserWarning, match=r"a\d \(lower\)"):
+        f.run_ls_min()
+    assert f.min_res.status == FitStatus.AT_BOUND and not f.min_res.success
+    assert all(name.endswith("(lower)") for name in f.min_res.at_bound)
 
 
 # -- impossible input ----------------------------------------------------------------------------
