@@ -48,7 +48,7 @@ class PosteriorMethods:
         ``(nx, ny, Ndof_gauss)``), reduces the data to the Gram matrix of the basis (components
         and sky planes) so that each express likelihood costs ``O(K^2)``, and sets the priors:
         Gaussians centred on the least-squares fluxes and sky with twice their standard
-        deviation (capped at 1), and 1.1's Cauchy priors.
+        deviation (capped at 1 dex for log10 fluxes), and 1.1's Cauchy priors.
 
         Parameters
         ----------
@@ -96,8 +96,9 @@ class PosteriorMethods:
 
     def _set_ls_prior(self) -> None:
         """1.1's 'min_results' prior of the current least-squares fit."""
-        self._exp_pri_locs, self._exp_pri_scales = priors.least_squares_prior(self.min_res.x,
-                                                                              self._jtj())
+        caps = priors.log_flux_caps(self.Ndof_gauss, self.Ndof_sky, self.log_weight_scale)
+        self._exp_pri_locs, self._exp_pri_scales = priors.least_squares_prior(
+            self.min_res.x, self._jtj(), cap=caps)
         self._prior_fit = self.min_res
 
     def _require_express(self) -> None:
@@ -175,7 +176,7 @@ class PosteriorMethods:
 
     def ptform_exp_ls(self, u: Any) -> jax.Array:
         """Express prior transform: Gaussians from the least-squares fit (``_exp_pri_locs``,
-        ``_exp_pri_scales``: 2 sigma, capped at 1). Jax-traceable."""
+        ``_exp_pri_scales``: 2 sigma, capped at 1 dex for log10 fluxes). Jax-traceable."""
         return priors.prior_transform(self._express_prior("min_results"), u)
 
     def ptform_exp_unif(self, u: Any) -> jax.Array:
@@ -261,7 +262,7 @@ class PosteriorMethods:
         sampler_kwargs, run_nested_kwargs : dict, optional
             Passed to ``DynamicNestedSampler`` and to its ``run_nested``.
         prior : {'min_results', 'uniform', 'cauchy'}
-            Gaussians from the least-squares fit (2 sigma, capped at 1), uniform within the
+            Gaussians from the least-squares fit (2 sigma, log10 fluxes capped at 1 dex), uniform within the
             bounds, or (express only) 1.1's Cauchy priors on linear fluxes.
         seed : int, optional
             Seeds dynesty's ``rstate`` (unless given in ``sampler_kwargs``) and the resampling.

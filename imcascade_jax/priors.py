@@ -332,10 +332,15 @@ def flux_scales_from_information(information: Any, param: Any, n_gauss: int,
 # imcascade 1.1's priors
 # ---------------------------------------------------------------------------------------------
 def least_squares_prior(param: Any, information: Any, n_fixed: int = 4, factor: float = 2.0,
-                        cap: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                        cap: Any = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """1.1's 'min_results' prior of the fluxes and sky: Gaussians at the least-squares values
     ``param[n_fixed:]`` with ``factor`` times their standard deviations from the information
     matrix ``J^T J``, capped at ``cap`` (NumPy).
+
+    ``cap`` is a number or one per parameter after ``n_fixed`` (``inf``: no cap). 1.1 caps
+    every width at 1, which is 1 dex for log10 fluxes but 1 image unit for the sky (and for
+    linear fluxes), so that the posterior would depend on the flux unit; callers cap only the
+    log10 fluxes (:func:`log_flux_caps`).
 
     The inverse is taken at unit diagonal scaling, leaving out parameters the image does not
     depend on (phi of a round galaxy: a zero column, where 1.1's plain inverse fails); a
@@ -352,8 +357,18 @@ def least_squares_prior(param: Any, information: Any, n_fixed: int = 4, factor: 
     scaled = info[np.ix_(keep, keep)] / np.outer(d[keep], d[keep])
     var[keep] = np.diag(np.linalg.pinv(scaled, hermitian=True)) / d[keep] ** 2
     sig = factor * np.sqrt(np.abs(var))[n_fixed:]
-    sig = np.where(np.isfinite(sig) & (sig > 0), np.minimum(sig, cap), cap)
+    cap = np.broadcast_to(np.asarray(cap, float), sig.shape)
+    # A parameter the data do not constrain gets the cap, or 1.1's width of 1 where uncapped.
+    sig = np.where(np.isfinite(sig) & (sig > 0), np.minimum(sig, cap),
+                   np.where(np.isfinite(cap), cap, 1.0))
     return np.asarray(param, float)[n_fixed:].copy(), sig
+
+
+def log_flux_caps(n_flux: int, n_rest: int, log_fluxes: bool = True,
+                  cap: float = 1.0) -> np.ndarray:
+    """Caps for :func:`least_squares_prior`: ``cap`` (dex) for ``n_flux`` log10 fluxes, none
+    (``inf``) for linear fluxes and for the ``n_rest`` sky parameters that follow them."""
+    return np.r_[np.full(n_flux, cap if log_fluxes else np.inf), np.full(n_rest, np.inf)]
 
 
 def full_mode_prior(centre: Any, lb: Any, ub: Any, loc: Any | None = None,

@@ -53,14 +53,30 @@ def _stats(f, post):
     return {k: np.percentile(v, [16, 50, 84]) for k, v in (("flux", flux), ("r50", r50))}
 
 
+def test_express_prior_is_the_same_in_any_flux_unit(fitted):
+    """An image in counts (x 1e6) gets the same log10-flux prior and the sky prior in its units:
+    1.1's cap of 1 would pin the sky (sigma ~2e-4 x 1e6 > 1) and shrink the error bars."""
+    s = 1e6
+    f = Fitter(fitted.img * s, SIG, PSF_SIG, PSF_A, weight=fitted.weight / s**2, verbose=False)
+    f.run_ls_min()
+    f.set_up_express_run()
+    n = f.Ndof_gauss
+    np.testing.assert_allclose(f._exp_pri_locs[:n], fitted._exp_pri_locs[:n] + 6.0, atol=1e-7)
+    np.testing.assert_allclose(f._exp_pri_scales[:n], fitted._exp_pri_scales[:n], rtol=1e-5)
+    np.testing.assert_allclose(f._exp_pri_scales[n:], s * fitted._exp_pri_scales[n:], rtol=1e-5)
+    assert np.all(f._exp_pri_scales[n:] > 1.0)  # beyond 1.1's cap: the cap is not applied
+
+
 def test_set_up_express_run(fitted):
     f = fitted
     assert f.express_gauss_arr.shape == (40, 40, 5)
     np.testing.assert_array_equal(f.exp_set_params, f.min_res.x[:4])
     np.testing.assert_allclose(f._exp_pri_locs, f.min_res.x[4:])
-    # 1.1's widths: twice the least-squares sigma, capped at 1.
+    # 1.1's widths: twice the least-squares sigma, capped at 1 dex for the log10 fluxes (the
+    # sky's, in image units, uncapped).
     cov = np.linalg.inv(f.min_res.jac.T @ f.min_res.jac)
-    expect = np.minimum(2 * np.sqrt(np.diag(cov))[4:], 1.0)
+    cap = np.r_[np.ones(f.Ndof_gauss), np.full(f.Ndof_sky, np.inf)]
+    expect = np.minimum(2 * np.sqrt(np.diag(cov))[4:], cap)
     np.testing.assert_allclose(f._exp_pri_scales, expect, rtol=1e-6)
     # 1.1's Cauchy flux locations: guess_weights of the initial size and flux.
     np.testing.assert_allclose(f._cauchy_flux_guess,

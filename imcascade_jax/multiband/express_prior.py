@@ -34,7 +34,7 @@ from imcascade_jax.multiband.express import (
 from imcascade_jax.multiband.fit import MultiFitResult
 from imcascade_jax.multiband.full import least_squares_information
 from imcascade_jax.multiband.model import MultiBandModel
-from imcascade_jax.priors import flux_scales, least_squares_prior, make_prior
+from imcascade_jax.priors import flux_scales, least_squares_prior, log_flux_caps, make_prior
 
 _LN10 = float(np.log(10.0))
 
@@ -77,9 +77,9 @@ def least_squares_flux_prior(mb: MultiBandModel, data: tuple, weights: tuple,
         standard deviation from the full ``J^T W J``, capped at 1 dex) of each normal prior.
     """
     _, x0, info = least_squares_information(mb, data, weights, ls)
-    loc, scale = least_squares_prior(x0, info)
+    n = mb.n_bands * mb.n_gauss  # log10 fluxes (capped at 1 dex), then the sky (uncapped)
+    loc, scale = least_squares_prior(x0, info, cap=log_flux_caps(n, x0.size - 4 - n))
     shape = (mb.n_bands, mb.n_gauss)
-    n = mb.n_bands * mb.n_gauss
     return loc[:n].reshape(shape), scale[:n].reshape(shape)
 
 

@@ -11,8 +11,9 @@ its gradient is exact (automatic differentiation through the renderer). The prio
 single-band full mode's default (``prior='min_results'``, :func:`imcascade_jax.priors.full_mode_prior`):
 ``x0, y0 ~ N(centre, 1)``, ``q ~ N(1, 0.25)`` on [0, 1], ``phi ~ U(0, pi)``, and normal priors on
 the log10 fluxes and skies at the least-squares values with twice their standard deviations
-from ``J^T W J`` (capped at 1, :func:`imcascade_jax.priors.least_squares_prior`). Fluxes that the
-non-negative least squares held at zero are started (and their prior centred) at
+from ``J^T W J`` (log10 fluxes capped at 1 dex,
+:func:`imcascade_jax.priors.least_squares_prior`). Fluxes that the non-negative least squares
+held at zero are started (and their prior centred) at
 :data:`~imcascade_jax.multiband.express.FLUX_FLOOR` of the band's total flux.
 
 NUTS runs through the single-band machinery: a :class:`~imcascade_jax.logdensity.Posterior`
@@ -40,6 +41,7 @@ from imcascade_jax.priors import (
     flux_scales_from_information,
     full_mode_prior,
     least_squares_prior,
+    log_flux_caps,
 )
 
 _LN10 = float(np.log(10.0))
@@ -146,10 +148,10 @@ def full_log_density(mb: MultiBandModel, data: tuple, weights: tuple, ls: MultiF
     """
     dtype = mb.dtype
     log_like, x0, info = least_squares_information(mb, data, weights, ls)
-    loc, scale = least_squares_prior(x0, info)
+    n = mb.n_bands * mb.n_gauss  # log10 fluxes (capped at 1 dex), then the sky (uncapped)
+    loc, scale = least_squares_prior(x0, info, cap=log_flux_caps(n, x0.size - 4 - n))
     inf = np.full(x0.size, np.inf)
     prior = full_mode_prior(centre, -inf, inf, loc, scale)
-    n = mb.n_bands * mb.n_gauss
     flux_scale = flux_scales_from_information(info, x0, n)
     post = Posterior(log_like, prior, 2, jnp.asarray(flux_scale, dtype), 4)
     return log_density_of(post, gauss_newton_start(post)), x0
