@@ -27,10 +27,14 @@ re-exported here.
 
 from __future__ import annotations
 
+import math
+import numbers
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from imcascade_jax.radii import (
     as_float,
@@ -56,6 +60,9 @@ __all__ = [
     "petrosian_radius",
     "basic_analysis",
     "summarize",
+    "light_fraction",
+    "checked_cutoff",
+    "checked_zero_point",
 ]
 
 Array = jax.Array
@@ -64,6 +71,56 @@ ArrayLike = jax.typing.ArrayLike
 #: Fractions of light of the radii computed by :func:`basic_analysis`.
 BASIC_FRACTIONS = (0.2, 0.5, 0.8, 0.9)
 #: Root finders stop after an accepted step below these (relative): the error left is of order
+
+
+def _real_scalar(value: Any, name: str) -> float:
+    """``value`` as a float, or ``TypeError`` naming it (arrays, strings and bools refused)."""
+    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def light_fraction(X: Any) -> float:  # noqa: N803  (1.1's argument name)
+    """The fraction of light of 1.1's ``calc_rX(X)``: ``X`` in (0, 1] is a fraction, in
+    (1, 100] a percentage (20 and 0.2 both mean 20%).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``X`` not a real number, or outside (0, 100].
+    """
+    x = _real_scalar(X, "X")
+    if not 0.0 < x <= 100.0:
+        raise ValueError(f"X must be a fraction in (0, 1] or a percentage in (1, 100], got {x}")
+    return x / 100.0 if x > 1.0 else x
+
+
+def checked_cutoff(cutoff: Any) -> float | None:
+    """An aperture's semi-major axis (pixels): ``None`` or a number > 0 (``inf`` allowed).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``cutoff`` not a real number, NaN, or <= 0.
+    """
+    if cutoff is None:
+        return None
+    c = _real_scalar(cutoff, "cutoff")
+    if math.isnan(c) or c <= 0.0:
+        raise ValueError(f"cutoff must be a radius > 0 (pixels) or None, got {c}")
+    return c
+
+
+def checked_zero_point(zpt: Any) -> float | None:
+    """A photometric zero point: ``None`` or a finite number (``TypeError``/``ValueError``)."""
+    if zpt is None:
+        return None
+    z = _real_scalar(zpt, "zpt")
+    if not math.isfinite(z):
+        raise ValueError(f"zpt must be finite, got {z}")
+    return z
 
 
 def _with_r_axes(x: Array, r: Array) -> Array:

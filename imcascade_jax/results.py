@@ -213,7 +213,7 @@ class ImcascadeResults:
         float or numpy.ndarray
             Total flux (per posterior sample). Also stored as ``self.flux``.
         """
-        self.flux = _out(an.flux(self.weights, self.sig, cutoff))
+        self.flux = _out(an.flux(self.weights, self.sig, an.checked_cutoff(cutoff)))
         return self.flux
 
     def calc_rX(self, X: float, cutoff: float | None = None) -> Any:
@@ -223,7 +223,9 @@ class ImcascadeResults:
         ----------
         X : float
             The fraction: taken as a fraction if ``X <= 1``, as a percentage otherwise (20 and 0.2
-            both ask for the radius containing 20% of the light).
+            both ask for the radius containing 20% of the light); outside (0, 100] raises
+            ``ValueError``. For many fractions at once see
+            :func:`imcascade_jax.analysis.radius_fraction`.
         cutoff : float, optional
             Radius defining the reference flux (see :meth:`calc_flux`).
 
@@ -232,8 +234,8 @@ class ImcascadeResults:
         float or numpy.ndarray
             The radius (pixels, semi-major axis), solved exactly.
         """
-        frac = X / 100.0 if X > 1 else X
-        return _out(an.radius_fraction(frac, self.weights, self.sig, cutoff))
+        return _out(an.radius_fraction(an.light_fraction(X), self.weights, self.sig,
+                                       an.checked_cutoff(cutoff)))
 
     def _min_calc_rX(self, X: float, cutoff: float | None = None) -> Any:
         """1.1's root-finding variant of :meth:`calc_rX`; here both are exact and identical."""
@@ -391,6 +393,7 @@ class ImcascadeResults:
             :func:`imcascade_jax.world.sky_analysis` (``ra``, ``dec`` in degrees, ``pa_deg`` east
             of north, ``q_sky``, ``pixel_scale``, ``r20_arcsec``...).
         """
+        zpt, cutoff = an.checked_zero_point(zpt), an.checked_cutoff(cutoff)
         if save_results:
             overwrite = overwrite or self._is_own_file(save_file)
             check_writable(save_file, overwrite)

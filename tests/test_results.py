@@ -338,3 +338,31 @@ def test_multiresults_with_thinned_posteriors(multi_inputs):
 def test_analysis_core_is_what_the_class_uses(inputs):
     res = ImcascadeResults(inputs["post"])
     np.testing.assert_array_equal(res.calc_r50(), an.radius_fraction(0.5, res.weights, SIG))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda r: r.calc_rX(1.5e2), ValueError, r"X must be .*\(1, 100\], got 150"),
+    (lambda r: r.calc_rX(-0.1), ValueError, "X must be"),
+    (lambda r: r.calc_rX(0.0), ValueError, "X must be"),
+    (lambda r: r.calc_rX(np.nan), ValueError, "X must be"),
+    (lambda r: r.calc_rX(np.array([0.2, 0.5])), TypeError, "X must be a real number"),
+    (lambda r: r.calc_rX("50"), TypeError, "X must be a real number"),
+    (lambda r: r.calc_flux(cutoff=-1.0), ValueError, "cutoff must be a radius > 0"),
+    (lambda r: r.calc_rX(0.5, cutoff=0.0), ValueError, "cutoff must be a radius > 0"),
+    (lambda r: r.run_basic_analysis(zpt="abc"), TypeError, "zpt must be a real number"),
+    (lambda r: r.run_basic_analysis(zpt=np.inf), ValueError, "zpt must be finite"),
+    (lambda r: r.run_basic_analysis(cutoff=np.nan), ValueError, "cutoff must be"),
+])
+def test_impossible_analysis_arguments_raise_naming_them(inputs, call, error, match):
+    with pytest.raises(error, match=match):
+        call(ImcascadeResults(inputs["min"]))
+
+
+def test_fraction_and_percentage_and_numpy_scalars_agree(inputs):
+    res = ImcascadeResults(inputs["min"])
+    r50 = float(res.calc_rX(0.5))
+    assert float(res.calc_rX(50)) == r50 and float(res.calc_rX(np.float32(0.5))) == r50
+    assert float(res.calc_rX(np.array(50.0))) == r50
+    # All of the light: the whole plane, or the whole aperture.
+    assert float(res.calc_rX(100)) == float(res.calc_rX(1.0)) == np.inf
+    assert float(res.calc_rX(100, cutoff=7.5)) == pytest.approx(7.5, rel=1e-9)
