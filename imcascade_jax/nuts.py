@@ -14,6 +14,7 @@ galaxy of a shape. numpyro's NUTS is the alternative backend (compiled on every 
 from __future__ import annotations
 
 import collections
+import numbers
 import time
 from collections.abc import Callable
 from functools import partial
@@ -401,10 +402,19 @@ def _not_finite_error() -> ValueError:
 # ---------------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------------
+def _check_whole(value: Any, name: str) -> None:
+    """``TypeError`` unless ``value`` is an integer (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"'{name}' must be an integer, got {type(value).__name__} {value!r}")
+
+
 def _check_settings(backend, num_warmup, num_samples, num_chains, target_accept,
                     max_tree_depth) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {BACKENDS}, got {backend!r}")
+    for value, name in ((num_samples, "num_samples"), (num_warmup, "num_warmup"),
+                        (num_chains, "num_chains"), (max_tree_depth, "max_tree_depth")):
+        _check_whole(value, name)
     if num_samples < 1 or num_warmup < 0 or num_chains < 1:
         raise ValueError("need num_samples >= 1, num_warmup >= 0 and num_chains >= 1, got "
                          f"{num_samples}, {num_warmup}, {num_chains}")

@@ -184,6 +184,13 @@ def test_run_nuts_input_errors():
         S.run_nuts(lambda z: -z @ z, jnp.zeros(2), mass_shrinkage=-1.0)
     with pytest.raises(ValueError, match="mass_shrinkage"):
         S.run_nuts(lambda z: -z @ z, jnp.zeros(2), mass_shrinkage=5.0, backend="numpyro")
+    # Counts must be integers: refused before any sampling, naming the argument.
+    for name, value in (("num_samples", 2.5), ("num_samples", "20"), ("num_samples", True),
+                        ("num_warmup", 10.0), ("num_chains", None), ("max_tree_depth", 4.5)):
+        with pytest.raises(TypeError, match=f"'{name}' must be an integer"):
+            S.run_nuts(lambda z: -z @ z, jnp.zeros(2), **{name: value})
+    S.run_nuts(lambda z: -z @ z, jnp.zeros(2), num_samples=np.int64(3), num_warmup=np.int32(2),
+               progress_bar=False)  # NumPy integers are integers
 
 
 def test_mass_shrinkage_keeps_the_start_covariance():
