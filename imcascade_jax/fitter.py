@@ -426,6 +426,11 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
             component_widths=component_widths, force_position=force_position,
             psf_oversamp=psf_oversamp, **fitter_kwargs)
 
+    for key, hint in (("weight", "give the noise as err= (per-pixel sigma), or build "
+                                 "Fitter(img, sig, psf_sig, psf_a, weight=...) directly"),
+                      ("init_dict", "give the starting values as x0=, y0=, re=, flux=")):
+        if key in fitter_kwargs:
+            raise TypeError(f"initialize_fitter() sets '{key}' itself: {hint}")
     img = as_array(im, "im")
     if min(img.shape) < MIN_IMAGE_SIDE:
         raise ValueError(f"'im' must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels, "
@@ -438,7 +443,7 @@ def initialize_fitter(im, psf, mask=None, err=None, x0=None, y0=None, re=None, f
     if err is not None:
         # One rule for errors (inputs.weight_from_errors); pixels without weight get an infinite
         # error, i.e. weight 0, in the set-up.
-        weight = weight_from_errors(img.shape, err=err)
+        weight = weight_from_errors(img.shape, err=err, bad=given_bad)
         with np.errstate(divide="ignore"):
             err = np.where(weight > 0, 1.0 / np.sqrt(weight), np.inf)
     setup_log = FitterLog(fitter_kwargs.get("verbose", True), log_file)

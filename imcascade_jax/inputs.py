@@ -104,6 +104,8 @@ def as_array(value: Any, name: str, ndim: int = 2) -> np.ndarray:
     elif isinstance(value, np.ma.MaskedArray):
         arr = np.ma.filled(value.astype(np.float64), np.nan)
     else:
+        if np.iscomplexobj(value):
+            raise TypeError(f"'{name}' must be real, got a complex array")
         try:
             arr = np.array(value, dtype=np.float64)
         except (TypeError, ValueError):
@@ -150,11 +152,12 @@ def bad_pixel_mask(mask: Any, shape: tuple[int, ...], name: str = "mask") -> np.
 
 
 def weight_from_errors(shape: tuple[int, ...], err: Any = None, var: Any = None,
-                       weight: Any = None) -> np.ndarray | None:
+                       weight: Any = None, bad: np.ndarray | None = None) -> np.ndarray | None:
     """Inverse-variance weights from one of ``err``, ``var`` or ``weight`` (None if none given).
 
     Zero errors or variances and NaN mask the pixel (weight 0); negative or infinite values
-    (other than an infinite error or a zero weight, which mean "no information") are refused.
+    (other than an infinite error or a zero weight, which mean "no information") are refused,
+    except in pixels flagged in ``bad`` (already masked: whatever they hold gets weight 0).
     """
     given = [(n, v) for n, v in (("err", err), ("var", var), ("weight", weight)) if v is not None]
     if not given:
@@ -166,10 +169,15 @@ def weight_from_errors(shape: tuple[int, ...], err: Any = None, var: Any = None,
     if arr.shape != tuple(shape):
         raise ValueError(f"'{name}' must have the image's shape {tuple(shape)}, got {arr.shape}")
     nan = np.isnan(arr)
+    if bad is not None:
+        nan = nan | bad
+        arr = np.where(bad, np.nan, arr)  # masked pixels: no information, whatever they hold
     negative = ~nan & (arr < 0)
     if np.any(negative):
-        raise ValueError(f"'{name}' must be >= 0 everywhere; {int(negative.sum())} pixels are negative")
-    with np.errstate(divide="ignore", invalid="ignore"):
+        raise ValueError(f"'{name}' must be >= 0 in every unmasked pixel; {int(negative.sum())} "
+                         "pixels are negative")
+    # Huge errors (1e300) have weight 0: no overflow warning.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if name == "err":
             out = np.where(arr > 0, 1.0 / arr**2, 0.0)
         elif name == "var":
@@ -229,13 +237,13 @@ def validate_image(img: Any, weight: Any = None, mask: Any = None, name: str = "
     if min(img.shape) < MIN_IMAGE_SIDE:
         raise ValueError(f"'{name}' must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels, "
                          f"got shape {img.shape}")
-    if weight is None:
-        weight = np.ones(img.shape)
-    else:
-        weight = weight_from_errors(img.shape, weight=weight)
     bad = bad_pixel_mask(mask, img.shape)
     if masked_img is not None:
         bad |= masked_img
+    if weight is None:
+        weight = np.ones(img.shape)
+    else:
+        weight = weight_from_errors(img.shape, weight=weight, bad=bad)
     non_finite = ~np.isfinite(img) & ~bad
     if np.any(non_finite) and warn:
         warnings.warn(f"masking {int(non_finite.sum())} non-finite pixels of '{name}'", stacklevel=3)

@@ -265,12 +265,15 @@ def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux
     """
     img, _, bad = inputs.validate_image(im, mask=mask, name="im")
     shape = img.shape
-    weights = _user_weights(img, {"err": err, "var": var, "weight": weight},
-                            {"gain": gain, "readnoise": readnoise, "exp_time": exp_time})
+    noise = {"err": err, "var": var, "weight": weight}
+    weights = _user_weights(img, noise, {"gain": gain, "readnoise": readnoise, "exp_time": exp_time})
     if weights is not None:
+        was_bad = bad.copy()
         bad |= ~(weights > 0)
         if np.all(bad):
-            raise NoUsablePixelsError("every pixel of 'im' is masked or has zero weight: nothing to fit")
+            source = next((f"'{k}'" for k, v in noise.items() if v is not None), "the CCD noise model")
+            why = "is masked" if np.all(was_bad) else f"is masked or has zero weight from {source}"
+            raise NoUsablePixelsError(f"every pixel of 'im' {why}: nothing to fit")
     x0_in, y0_in = _position("x0", x0, shape[0]), _position("y0", y0, shape[1])
     row = shape[0] / 2.0 if x0_in is None else x0_in
     col = shape[1] / 2.0 if y0_in is None else y0_in
@@ -299,7 +302,21 @@ def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux
         logger.info("No mask was given, deriving one using sep")
     if weights is None:
         logger.info("Using sep rms map to calculate pixel weights")
-        weights = 1.0 / det.rms**2
+        rms = np.asarray(det.rms, dtype=float)
+        if not np.any(np.isfinite(rms) & (rms > 0) & ~bad):
+            raise SetupError(
+                "the image's background has no measurable noise (sep's rms map is zero where "
+                "pixels are usable: e.g. an image of integer counts that is mostly 0), so no "
+                "weights can be derived from it: give 'err' (per-pixel sigma), or 'gain', "
+                "'readnoise' and 'exp_time' for the CCD noise model")
+        no_noise = ~bad & ~(np.isfinite(rms) & (rms > 0))
+        if np.any(no_noise):
+            msg = (f"sep's rms map is zero in {int(no_noise.sum())} usable pixels: they are "
+                   "masked (give 'err' to use them)")
+            warnings.warn(msg, stacklevel=2)
+            logger.warning(msg)
+        with np.errstate(divide="ignore"):
+            weights = 1.0 / rms**2
     weights = np.asarray(weights, dtype=float)
     bad = bad | det.mask | ~(np.isfinite(weights) & (weights > 0))
     weights = np.where(bad, 0.0, weights)

@@ -292,8 +292,9 @@ def measure_profile(psf_data: np.ndarray,
     n_annuli = math.floor(edge) - 1
     if n_annuli < _MIN_ANNULI:
         raise ValueError(
-            f"psf_img is too small: its centroid ({row:.1f}, {col:.1f}) is {edge:.1f} px from "
-            f"the edge; at least {_MIN_ANNULI + 1} px are needed to measure a profile"
+            f"psf_img is too small, or not a PSF: its flux-weighted centroid ({row:.2f}, "
+            f"{col:.2f}) is {edge:.2f} px from the edge; at least {_MIN_ANNULI + 1} px are "
+            "needed to measure a profile"
         )
     binning = RadialBinning(psf_data.shape, row, col, n_annuli)
     return binning, binning.means(psf_data), np.arange(n_annuli) + 0.5

@@ -352,3 +352,53 @@ def test_same_model_as_imcascade11_gives_its_least_squares_fit(imcascade11):
     # Fluxes of the components that carry the light (the inner ones trade flux along a
     # degenerate direction and are compared through r50 above).
     np.testing.assert_allclose(ours.min_param[6:10], ref.min_param[6:10], atol=0.02)
+
+
+# -- inputs a user may get wrong ------------------------------------------------------------------
+
+def test_initialize_fitter_refuses_weight_and_init_dict(galaxy):
+    with pytest.raises(TypeError, match="sets 'weight' itself: give the noise as err="):
+        initialize_fitter(galaxy.img, galaxy.psf, weight=1 / galaxy.err**2, verbose=False)
+    with pytest.raises(TypeError, match="sets 'init_dict' itself"):
+        initialize_fitter(galaxy.img, galaxy.psf, init_dict={"re": 3.0}, verbose=False)
+
+
+def test_masked_pixels_may_hold_any_error(galaxy):
+    """Masked pixels carry no information, whatever their error says (negative, -inf, huge)."""
+    mask = np.zeros(SHAPE, bool)
+    mask[:6] = True
+    err = galaxy.err.copy()
+    err[:4], err[4, :5], err[5, :5] = -1.0, -np.inf, 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        garbage = initialize_fitter(galaxy.img, galaxy.psf, err=err, mask=mask, verbose=False)
+    clean = initialize_fitter(galaxy.img, galaxy.psf, err=galaxy.err, mask=mask, verbose=False)
+    np.testing.assert_array_equal(garbage.weight, clean.weight)
+    assert np.all(garbage.weight[:6] == 0)
+    err[20, 20] = -1.0  # an unmasked one is still refused
+    with pytest.raises(ValueError, match="'err' must be >= 0 in every unmasked pixel; 1 pixels"):
+        initialize_fitter(galaxy.img, galaxy.psf, err=err, mask=mask, verbose=False)
+
+
+def test_noiseless_background_asks_for_errors():
+    """Integer counts that are mostly 0: sep's background rms is 0, so it gives no weights."""
+    from imcascade_jax.errors import SetupError
+
+    g = make_galaxy(shape=(64, 64), re=3.0, flux=100.0, q=0.7, phi=0.5, noise=0.0)
+    counts = np.random.default_rng(2).poisson(g.img * 50 + 0.01).astype(float)  # 86% zeros
+    with pytest.raises(SetupError, match="no measurable noise.*give 'err'"):
+        initialize_fitter(counts, g.psf, verbose=False)
+    f = initialize_fitter(counts, g.psf, err=np.sqrt(counts + 1.0), verbose=False)  # with errors: fine
+    assert np.all(f.weight > 0)
+
+
+def test_zero_errors_everywhere_name_err(galaxy):
+    from imcascade_jax.errors import NoUsablePixelsError
+
+    with pytest.raises(NoUsablePixelsError, match="zero weight from 'err'"):
+        initialize_fitter(galaxy.img, galaxy.psf, err=np.zeros(SHAPE), verbose=False)
+
+
+def test_complex_image_is_refused(galaxy):
+    with pytest.raises(TypeError, match="'im' must be real, got a complex array"):
+        initialize_fitter(galaxy.img + 0j, galaxy.psf, err=galaxy.err, verbose=False)
