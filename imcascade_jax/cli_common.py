@@ -46,3 +46,21 @@ def float32_dtype(enabled: bool):
     import jax.numpy as jnp
 
     return jnp.float32
+
+
+#: Exit status of ``imcascade-jax fit`` when the least-squares fit ran but did not succeed (its
+#: results are still reported and written, with their status).
+EXIT_NOT_CONVERGED = 3
+
+
+def fit_exit_status(status: int) -> int:
+    """0 for a successful fit; otherwise print why and return :data:`EXIT_NOT_CONVERGED`, so
+    that scripts and pipelines see the failure."""
+    from imcascade_jax.status import FitStatus
+
+    status = FitStatus(int(status))
+    if status.success:
+        return 0
+    print(f"The least-squares fit did not succeed ({status.message}): exit status "
+          f"{EXIT_NOT_CONVERGED}")
+    return EXIT_NOT_CONVERGED

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from imcascade_jax.cli_common import InputError, check_outputs, float32_dtype, output_kind
+from imcascade_jax.cli_common import InputError, check_outputs, fit_exit_status, float32_dtype, output_kind
 
 #: Printed with every result.
 CONVENTIONS = (
@@ -295,4 +295,4 @@ def run(args: argparse.Namespace) -> int:
         res.make_diagnostic_fig().savefig(args.plot, dpi=100)
     if outputs:
         print("Results written to " + ", ".join(outputs))
-    return 0
+    return fit_exit_status(fitter.min_res.status)

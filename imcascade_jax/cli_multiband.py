@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from imcascade_jax.cli_common import InputError, check_outputs, output_kind
+from imcascade_jax.cli_common import InputError, check_outputs, fit_exit_status, output_kind
 
 #: Printed with every multi-band result.
 CONVENTIONS = (
@@ -373,4 +373,4 @@ def run(args: argparse.Namespace) -> int:
         res.make_diagnostic_fig(pixel_scale=values.get("pixel_scale")).savefig(args.plot, dpi=100)
     if outputs:
         print("Results written to " + ", ".join(os.fspath(p) for p in outputs))
-    return 0
+    return fit_exit_status(fitter.ls_result.status)

@@ -155,6 +155,25 @@ def test_fit_command_single_galaxy(capsys, files):
     assert os.stat(out).st_mtime > 0
 
 
+def test_fit_that_did_not_succeed_exits_3(capsys, files, monkeypatch):
+    """A fit stopped by its step limit is reported and written, and the exit status says so."""
+    from imcascade_jax.fitter import Fitter
+
+    run_ls_min = Fitter.run_ls_min
+    monkeypatch.setattr(Fitter, "run_ls_min", lambda self, ls_kwargs=None:
+                        run_ls_min(self, {"max_steps": 3}))
+    out = str(files["dir"] / "stopped.ecsv")
+    with pytest.warns(UserWarning, match="did not succeed"):
+        code = cli.main(["fit", files["img"], "--psf", files["psf"], "--err", files["err"],
+                         "--num-components", "5", "--out", out])
+    assert code == 3
+    text = capsys.readouterr().out
+    assert "did not succeed (stopped: maximum number of steps reached): exit status 3" in text
+    from astropy.table import Table
+
+    assert int(Table.read(out)["status"][0]) == -1  # FitStatus.MAX_STEPS
+
+
 def test_posterior_not_available_is_one_line(capsys, files, monkeypatch):
     from imcascade_jax.fitter import Fitter
 
