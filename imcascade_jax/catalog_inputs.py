@@ -150,4 +150,4 @@ def solver_options(options: Any, dt: np.dtype) -> _fit.SolverOptions:
         return options
     if not isinstance(options, dict):
         raise TypeError(f"'options' must be a SolverOptions or a dict, got {type(options).__name__}")
-    return _fit.solver_options(dict(options))
+    return _fit.solver_options(dict(options), "options")

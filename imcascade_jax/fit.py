@@ -129,8 +129,9 @@ DEFAULT_OPTIONS = SolverOptions()
 _OPTION_ALIASES = {"max_nfev": "max_steps"}
 
 
-def solver_options(kwargs: dict) -> SolverOptions:
-    """Build :class:`SolverOptions` from a dict (``Fitter.run_ls_min``'s ``ls_kwargs``).
+def solver_options(kwargs: dict, name: str = "ls_kwargs") -> SolverOptions:
+    """Build :class:`SolverOptions` from a dict (``Fitter.run_ls_min``'s ``ls_kwargs``; ``name``
+    is the argument named in errors).
 
     Raises
     ------
@@ -140,11 +141,11 @@ def solver_options(kwargs: dict) -> SolverOptions:
     """
     opts = {}
     for key, value in kwargs.items():
-        name = _OPTION_ALIASES.get(key, key)
-        if name not in SolverOptions._fields:
-            raise ValueError(f"unknown least-squares option {key!r} in 'ls_kwargs'; valid options "
+        field = _OPTION_ALIASES.get(key, key)
+        if field not in SolverOptions._fields:
+            raise ValueError(f"unknown least-squares option {key!r} in '{name}'; valid options "
                              f"are {list(SolverOptions._fields) + list(_OPTION_ALIASES)}")
-        opts[name] = int(value) if name in ("max_steps", "band_pixels") else float(value)
+        opts[field] = int(value) if field in ("max_steps", "band_pixels") else float(value)
     return SolverOptions(**opts)
 
 

@@ -179,6 +179,8 @@ def test_input_validation(catalog):
         fit_catalog(imgs, psf, sky_type="curved")
     with pytest.raises(ValueError, match="ids"):
         fit_catalog(imgs, psf, ids=[1, 2])
+    with pytest.raises(ValueError, match="unknown least-squares option 'loss' in 'options'"):
+        fit_catalog(imgs, psf, err=errs, options={"loss": "soft_l1"})
 
 
 def test_common_plan_covers_every_galaxy():
