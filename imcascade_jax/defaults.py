@@ -163,8 +163,13 @@ def starting_point(img: np.ndarray, mask: np.ndarray, sig: np.ndarray, n_sky: in
     if n_sky:
         guesses = _sky_guesses(img, mask)
         for i, g in enumerate(guesses):
-            init = dict_add(init, f"sky{i}", g)
-            bounds = dict_add(bounds, f"sky{i}", [-abs(init[f"sky{i}"]) * 10, abs(init[f"sky{i}"]) * 10])
+            key = f"sky{i}"
+            init = dict_add(init, key, g)
+            # 1.1's bounds, +-10 |start|. A start of exactly 0 (sep's background of an image whose
+            # background is exactly 0) would leave an empty interval: then +-10 |guess|, the
+            # guess being floored away from 0 relative to the image's spread.
+            half = 10.0 * abs(init[key] if init[key] != 0 else g)
+            bounds = dict_add(bounds, key, [-half, half])
     if init.get("flux") is None:
         # Only here: the sky image is an image-shaped computation (a compilation per shape).
         if n_sky:

@@ -402,3 +402,17 @@ def test_zero_errors_everywhere_name_err(galaxy):
 def test_complex_image_is_refused(galaxy):
     with pytest.raises(TypeError, match="'im' must be real, got a complex array"):
         initialize_fitter(galaxy.img + 0j, galaxy.psf, err=galaxy.err, verbose=False)
+
+
+def test_background_of_exact_zeros_still_gets_sky_bounds():
+    """An image whose background is exactly 0 (a 0/1 segmentation-like blob, given errors): the
+    sky starts at 0 (sep's background) inside non-empty bounds, and the fit converges."""
+    g = make_galaxy(shape=(64, 64), re=3.0, flux=100.0, q=0.7, phi=0.5, noise=0.01)
+    img = (g.img > 0.05).astype(float)
+    f = initialize_fitter(img, g.psf, err=g.err, verbose=False)
+    assert f.init_dict["sky0"] == 0.0 and f.bounds_dict["sky0"][1] > 0
+    f.run_ls_min()
+    assert f.min_res.success
+    rows, cols = np.indices(img.shape)
+    centroid = ((rows * img).sum() / img.sum(), (cols * img).sum() / img.sum())
+    np.testing.assert_allclose(f.min_param[:2], centroid, atol=0.2)
