@@ -240,6 +240,17 @@ class PosteriorMethods:
             return ld, x0, logdensity.LinearToLog(self.Ndof_gauss)
         return ld, x0, logdensity.Identity()
 
+    def _forget_posterior(self) -> None:
+        """Drop the posterior of an earlier least-squares fit (other data or another start): a
+        new fit must not leave results, files and figures reading the old samples."""
+        if getattr(self, "posterior", None) is not None:
+            self.logger.info("New least-squares fit: the earlier posterior (%s) is discarded",
+                             getattr(self, "post_method", None))
+        for key in ("posterior", "post_method", "logz", "logz_err", "nuts_diagnostics",
+                    "nuts_result", "dynesty_sampler"):
+            if key in self.__dict__:
+                setattr(self, key, None)
+
     def _store_posterior(self, samples: np.ndarray, method: str) -> np.ndarray:
         samples = np.asarray(samples, float)
         if method == "express":

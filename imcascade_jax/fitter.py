@@ -277,6 +277,7 @@ class Fitter(PosteriorMethods, MultiGaussModel):
             message=status.message, at_bound=at_bound, at_lower=np.asarray(res.at_lower),
             at_upper=np.asarray(res.at_upper))
         self.min_param = x
+        self._forget_posterior()
         if not status.success:
             where = f"; at a bound that decides the answer: {', '.join(at_bound)}" if at_bound else ""
             warnings.warn(f"least squares did not succeed: {status.message}{where}", stacklevel=2)

@@ -335,3 +335,18 @@ def test_colour_profile_is_the_ratio_of_surface_brightness(registered):
     direct = -2.5 * np.log10(np.asarray(sbp(r, flux[:, 0], SIG, ls["q"]))
                              / np.asarray(sbp(r, flux[:, 2], SIG, ls["q"])))
     np.testing.assert_allclose(got, np.median(direct, axis=0), rtol=1e-10)
+
+
+def test_refit_discards_the_earlier_posterior():
+    """A new joint least-squares fit (new data, another start) drops the posterior of the old
+    one, so that results and files cannot mix the two."""
+    rng = np.random.default_rng(0)
+    imgs = {n: rng.normal(0.0, 0.01, (20, 20)) for n in ("g", "r")}
+    for img in imgs.values():
+        img[8:12, 8:12] += 1.0
+    fitter = MultiBandFitter(imgs, _psfs(), [1.0, 2.0],
+                             weights={n: np.full((20, 20), 1e4) for n in imgs}, x0=10.0, y0=10.0)
+    fitter.run_ls_min()
+    fitter.posterior, fitter.nuts_diagnostics = "samples of the old fit", {"min_ess": 1.0}
+    fitter.run_ls_min(q0=0.7)
+    assert fitter.posterior is None and fitter.nuts_diagnostics is None

@@ -231,6 +231,9 @@ def test_refit_resets_express_state_and_priors(fitted, nuts_express):
     old_fit = f.min_res
     f.run_ls_min()
     assert f.min_res is not old_fit
+    # The first posterior is gone: results now read the new least-squares fit.
+    assert f.posterior is None and f.post_method is None and f.nuts_diagnostics is None
+    assert np.ndim(ImcascadeResults(f).calc_flux()) == 0
     post = f.run_nuts(**kw)
     np.testing.assert_array_equal(post[:, :4], np.broadcast_to(f.min_res.x[:4], (800, 4)))
     np.testing.assert_array_equal(f.exp_set_params, f.min_res.x[:4])

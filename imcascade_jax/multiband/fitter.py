@@ -144,6 +144,8 @@ class MultiBandFitter:
         self.ls_result = joint_least_squares_jit(
             self.model, data, weight, start, jnp.asarray(self.lb), jnp.asarray(self.ub),
             options=solver_options(dict(ls_kwargs or {})))
+        # An earlier posterior belongs to other data or another start.
+        self.posterior, self.nuts_diagnostics = None, None
         p = self.ls_result.params
         out = {k: float(getattr(p, k)) for k in ("x0", "y0", "q", "phi")}
         out["status"] = FitStatus(int(self.ls_result.status))
