@@ -46,6 +46,10 @@ def test_bad_multiband_input_names_the_band():
         initialize_fitter({"g": img, "r": img}, {"g": PSFS["g"]})
     with pytest.raises(ValueError, match=r"'err' has band\(s\) \['i'\]"):
         initialize_fitter({"g": img}, {"g": PSFS["g"]}, err={"i": img})
+    # A band left out of an optional dict does not fall back on sep silently (None does).
+    for arg in ("err", "mask"):
+        with pytest.raises(ValueError, match=rf"'{arg}' has no entry for band\(s\) \['r'\]: give"):
+            initialize_fitter({"g": img, "r": img}, PSFS, **{arg: {"g": img}})
 
 
 def test_colour_profile_of_an_unknown_band_is_refused(two_bands):

@@ -31,6 +31,10 @@ def _keyed(arg: str, value: Any, names: tuple[str, ...], required: bool) -> dict
         raise ValueError(f"'{arg}' has band(s) {extra} that are not in the images {list(names)}")
     if required and missing:
         raise ValueError(f"'{arg}' has no entry for band(s) {missing}")
+    absent = [n for n in names if n not in value]
+    if absent:  # an optional dict names every band: a forgotten one must not fall back silently
+        raise ValueError(f"'{arg}' has no entry for band(s) {absent}: give one per band (None "
+                         "for the default)")
     return {n: value.get(n) for n in names}
 
 
