@@ -337,9 +337,7 @@ def test_colour_profile_is_the_ratio_of_surface_brightness(registered):
     np.testing.assert_allclose(got, np.median(direct, axis=0), rtol=1e-10)
 
 
-def test_refit_discards_the_earlier_posterior():
-    """A new joint least-squares fit (new data, another start) drops the posterior of the old
-    one, so that results and files cannot mix the two."""
+def _small_fitted():
     rng = np.random.default_rng(0)
     imgs = {n: rng.normal(0.0, 0.01, (20, 20)) for n in ("g", "r")}
     for img in imgs.values():
@@ -347,6 +345,24 @@ def test_refit_discards_the_earlier_posterior():
     fitter = MultiBandFitter(imgs, _psfs(), [1.0, 2.0],
                              weights={n: np.full((20, 20), 1e4) for n in imgs}, x0=10.0, y0=10.0)
     fitter.run_ls_min()
+    return fitter
+
+
+def test_run_nuts_settings_are_checked_before_sampling():
+    fitter = _small_fitted()
+    with pytest.raises(TypeError, match="'num_samples' must be an integer"):
+        fitter.run_nuts(num_samples=10.5)
+    with pytest.raises(ValueError, match="'num_chains' is a full-mode setting"):
+        fitter.run_nuts(method="express", num_chains=3)
+    with pytest.raises(ValueError, match="num_samples >= 1"):
+        fitter.run_nuts(method="full", num_samples=0)
+    assert fitter.posterior is None
+
+
+def test_refit_discards_the_earlier_posterior():
+    """A new joint least-squares fit (new data, another start) drops the posterior of the old
+    one, so that results and files cannot mix the two."""
+    fitter = _small_fitted()
     fitter.posterior, fitter.nuts_diagnostics = "samples of the old fit", {"min_ess": 1.0}
     fitter.run_ls_min(q0=0.7)
     assert fitter.posterior is None and fitter.nuts_diagnostics is None

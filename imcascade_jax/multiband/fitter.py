@@ -9,6 +9,7 @@ dictionaries keyed by band.
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Mapping
@@ -212,6 +213,16 @@ class MultiBandFitter:
                              "method='full' uses the least-squares priors")
         if prior == "min_results" and prior_width is not None:
             raise ValueError("give either prior='min_results' or a 'prior_width', not both")
+        for value, name in ((num_samples, "num_samples"), (num_warmup, "num_warmup"),
+                            (num_chains, "num_chains"), (seed, "seed")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"'{name}' must be an integer, got {type(value).__name__} {value!r}")
+        if num_samples < 1 or num_warmup < 0 or num_chains < 1:
+            raise ValueError("need num_samples >= 1, num_warmup >= 0 and num_chains >= 1, got "
+                             f"{num_samples}, {num_warmup}, {num_chains}")
+        if method == "express" and num_chains != 1:
+            raise ValueError("'num_chains' is a full-mode setting: express mode runs one chain "
+                             "(per band, for the slice sampler)")
         if self.ls_result is None:
             raise ValueError("run run_ls_min() before run_nuts(): NUTS starts at its optimum")
         if method == "full":
