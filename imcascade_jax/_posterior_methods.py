@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imcascade_jax import diagnostics, express, logdensity, nested, nuts, priors
+from imcascade_jax.setup_maths import robust_scale
 
 METHODS = ("full", "express")
 DYNESTY_PRIORS = ("min_results", "uniform", "cauchy")
@@ -165,7 +166,7 @@ class PosteriorMethods:
             self._require_express()
             # With log10 weights, positive fluxes only (so that log10 exists).
             return priors.linear_cauchy_prior(self._cauchy_flux_guess, self.Ndof_sky,
-                                              self.log_weight_scale)
+                                              self.log_weight_scale, self._cauchy_sky_scale())
         raise ValueError(f"'prior' must be one of {DYNESTY_PRIORS}, got {prior!r}")
 
     def ptform(self, u: Any) -> jax.Array:
@@ -185,10 +186,18 @@ class PosteriorMethods:
 
     def ptform_exp_lin_cauchy(self, u: Any) -> jax.Array:
         """Express prior transform: Cauchy in linear fluxes (1.1's ``guess_weights`` locations,
-        scales a third of them) and sky (0, 1e-3). Jax-traceable."""
+        scales a third of them) and sky (0, :data:`~imcascade_jax.priors.CAUCHY_SKY_PER_SPREAD`
+        times the image's robust spread). Jax-traceable."""
         self._require_express()
-        prior = priors.linear_cauchy_prior(self._cauchy_flux_guess, self.Ndof_sky)
+        prior = priors.linear_cauchy_prior(self._cauchy_flux_guess, self.Ndof_sky,
+                                           sky_scale=self._cauchy_sky_scale())
         return priors.prior_transform(prior, u)
+
+    def _cauchy_sky_scale(self) -> float:
+        """The 'cauchy' prior's sky scale: 1.1's 1e-3 for an image of robust spread 0.02,
+        proportional to the spread (the same posterior in any flux unit)."""
+        good = np.asarray(self.weight) > 0
+        return priors.CAUCHY_SKY_PER_SPREAD * robust_scale(np.asarray(self.img)[good])
 
     # -- building posteriors --------------------------------------------------------------------
     def posterior_log_density(self, method: str = "express", prior: str = "min_results"

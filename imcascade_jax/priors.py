@@ -394,13 +394,21 @@ def full_mode_prior(centre: Any, lb: Any, ub: Any, loc: Any | None = None,
                       hi + [np.inf] * n_rest)
 
 
-def linear_cauchy_prior(flux_guess: Any, n_sky: int, positive_fluxes: bool = False) -> Prior:
+#: Scale of the 'cauchy' prior's sky terms relative to the image's robust spread: 1.1's
+#: absolute 1e-3 for a spread of 0.02, but in any flux unit.
+CAUCHY_SKY_PER_SPREAD = 0.05
+
+
+def linear_cauchy_prior(flux_guess: Any, n_sky: int, positive_fluxes: bool = False,
+                        sky_scale: float = 1e-3) -> Prior:
     """1.1's Cauchy prior on linear fluxes (located at ``flux_guess``, scales a third of it)
-    and sky (0, 1e-3); ``positive_fluxes`` truncates the fluxes to > 0 (so that log10
-    exists)."""
+    and sky (0, ``sky_scale``: 1.1's 1e-3 in image units; ``Fitter`` passes
+    :data:`CAUCHY_SKY_PER_SPREAD` times the image's robust spread, so that the posterior does
+    not depend on the flux unit); ``positive_fluxes`` truncates the fluxes to > 0 (so that
+    log10 exists)."""
     locs = np.asarray(flux_guess, float)
     lo = np.full(locs.size + n_sky, -np.inf)
     if positive_fluxes:
         lo[:locs.size] = 0.0
     return make_prior("cauchy", np.concatenate([locs, np.zeros(n_sky)]),
-                      np.concatenate([locs / 3.0, np.full(n_sky, 1e-3)]), lo=lo)
+                      np.concatenate([locs / 3.0, np.full(n_sky, float(sky_scale))]), lo=lo)

@@ -65,6 +65,8 @@ def test_express_prior_is_the_same_in_any_flux_unit(fitted):
     np.testing.assert_allclose(f._exp_pri_scales[:n], fitted._exp_pri_scales[:n], rtol=1e-5)
     np.testing.assert_allclose(f._exp_pri_scales[n:], s * fitted._exp_pri_scales[n:], rtol=1e-5)
     assert np.all(f._exp_pri_scales[n:] > 1.0)  # beyond 1.1's cap: the cap is not applied
+    # The 'cauchy' prior's sky scale follows the unit too (1.1's is 1e-3 in any unit).
+    assert f._cauchy_sky_scale() == pytest.approx(s * fitted._cauchy_sky_scale(), rel=1e-9)
 
 
 def test_set_up_express_run(fitted):
@@ -132,10 +134,13 @@ def test_prior_transforms_match_11_formulas(fitted):
                                stats.norm.ppf(ue, f._exp_pri_locs, f._exp_pri_scales), rtol=1e-9)
     np.testing.assert_allclose(f.ptform_exp_unif(ue), ue * (f.ub[4:] - f.lb[4:]) + f.lb[4:],
                                rtol=1e-12)
-    # 1.1's Cauchy priors: fluxes at guess_weights with a third of it as scale, sky (0, 1e-3).
+    # 1.1's Cauchy priors: fluxes at guess_weights with a third of it as scale; sky (0, 1e-3)
+    # for an image of robust spread 0.02, scaling with the image (flux-unit free).
     guess = f._cauchy_flux_guess
     locs = np.r_[guess, np.zeros(f.Ndof_sky)]
-    scales = np.r_[guess / 3, np.full(f.Ndof_sky, 1e-3)]
+    good = f.img[f.weight > 0]
+    spread = 1.4826 * np.median(np.abs(good - np.median(good)))
+    scales = np.r_[guess / 3, np.full(f.Ndof_sky, 1e-3 * spread / 0.02)]
     np.testing.assert_allclose(f.ptform_exp_lin_cauchy(ue), stats.cauchy.ppf(ue, locs, scales),
                                rtol=1e-9)
     batch = jax.jit(jax.vmap(f.ptform_exp_ls))(jnp.asarray([ue, ue]))
