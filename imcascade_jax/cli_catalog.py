@@ -228,8 +228,20 @@ def positions(path: str, ids: list | None, wcs_list: list, n: int) -> tuple[list
     if not ({"x0", "y0"} <= cols or {"ra", "dec"} <= cols):
         raise InputError(f"--positions {path}: needs columns x0, y0 (pixels) or ra, dec (degrees)")
     if "id" in cols:
-        rows = {str(v): i for i, v in enumerate(table["id"])}
+        names = [str(v) for v in table["id"]]
+        repeated = sorted({v for v in names if names.count(v) > 1})
+        if repeated:
+            raise InputError(f"--positions {path}: ids {repeated[:5]} appear more than once")
+        rows = {v: i for i, v in enumerate(names)}
         order = [rows.get(str(i)) for i in (ids or range(n))]
+        if all(row is None for row in order):
+            raise InputError(f"--positions {path}: no 'id' matches a cutout (cutout ids: "
+                             f"{[str(i) for i in (ids or range(n))][:5]}...)")
+        unmatched = [str(i) for i, row in zip(ids or range(n), order, strict=True) if row is None]
+        if unmatched:
+            print(f"WARNING: --positions {path}: no row for {len(unmatched)} cutout(s) "
+                  f"({', '.join(unmatched[:5])}{'...' if len(unmatched) > 5 else ''}): "
+                  "they get the automatic position")
     elif len(table) == n:
         order = list(range(n))
     else:
@@ -239,7 +251,11 @@ def positions(path: str, ids: list | None, wcs_list: list, n: int) -> tuple[list
         if row is None:
             continue
         if {"x0", "y0"} <= cols:
-            x0[k], y0[k] = float(table["x0"][row]), float(table["y0"][row])
+            try:
+                x0[k], y0[k] = float(table["x0"][row]), float(table["y0"][row])
+            except (TypeError, ValueError):
+                raise InputError(f"--positions {path}: row {row}: x0, y0 must be numbers, got "
+                                 f"{table['x0'][row]!r}, {table['y0'][row]!r}") from None
         elif wcs_list[k] is None:
             raise InputError(f"--positions {path}: ra/dec given but cutout {k} has no WCS")
         else:

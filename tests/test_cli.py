@@ -369,3 +369,17 @@ def test_fit_catalog_positions_table_reaches_fit_catalog(files, tmp_path, monkey
     Table({"x0": [1.0]}).write(tmp_path / "bad.ecsv")
     assert cli.main(["fit-catalog", str(folder), "--psf", str(tmp_path / "psf.fits"),
                      "--positions", str(tmp_path / "bad.ecsv"), "--out", str(tmp_path / "u.ecsv")]) == 2
+    # Ids that match no cutout, repeated ids and non-numbers are refused; a cutout without a
+    # row is named in a warning.
+    for name, table in (("none", {"id": ["a", "b"], "x0": [1.0, 2.0], "y0": [1.0, 2.0]}),
+                        ("twice", {"id": ["g0_img.fits"] * 2, "x0": [1.0, 2.0], "y0": [1.0, 2.0]}),
+                        ("text", {"id": ["g0_img.fits"], "x0": ["x"], "y0": ["1"]})):
+        Table(table).write(tmp_path / f"{name}.ecsv")
+        assert cli.main(["fit-catalog", str(folder), "--psf", str(tmp_path / "psf.fits"),
+                         "--positions", str(tmp_path / f"{name}.ecsv"),
+                         "--out", str(tmp_path / f"{name}_out.ecsv")]) == 2, name
+    Table({"id": ["g0_img.fits"], "x0": [31.0], "y0": [32.25]}).write(tmp_path / "one.ecsv")
+    code = cli.main(["fit-catalog", str(folder), "--psf", str(tmp_path / "psf.fits"),
+                    "--positions", str(tmp_path / "one.ecsv"), "--force-position",
+                    "--out", str(tmp_path / "one_out.ecsv")])
+    assert code == 0 and seen["x0"] == [31.0, None]
