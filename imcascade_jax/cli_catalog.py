@@ -9,6 +9,7 @@ are found by replacing part of each image's file name (``--psf-sub fitim=psfim``
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
 import os
 import time
@@ -229,15 +230,16 @@ def positions(path: str, ids: list | None, wcs_list: list, n: int) -> tuple[list
         raise InputError(f"--positions {path}: needs columns x0, y0 (pixels) or ra, dec (degrees)")
     if "id" in cols:
         names = [str(v) for v in table["id"]]
-        repeated = sorted({v for v in names if names.count(v) > 1})
+        repeated = sorted(v for v, count in collections.Counter(names).items() if count > 1)
         if repeated:
             raise InputError(f"--positions {path}: ids {repeated[:5]} appear more than once")
         rows = {v: i for i, v in enumerate(names)}
-        order = [rows.get(str(i)) for i in (ids or range(n))]
+        cutout_ids = [str(i) for i in (ids or range(n))]
+        order = [rows.get(i) for i in cutout_ids]
         if all(row is None for row in order):
             raise InputError(f"--positions {path}: no 'id' matches a cutout (cutout ids: "
-                             f"{[str(i) for i in (ids or range(n))][:5]}...)")
-        unmatched = [str(i) for i, row in zip(ids or range(n), order, strict=True) if row is None]
+                             f"{cutout_ids[:5]}...)")
+        unmatched = [i for i, row in zip(cutout_ids, order, strict=True) if row is None]
         if unmatched:
             print(f"WARNING: --positions {path}: no row for {len(unmatched)} cutout(s) "
                   f"({', '.join(unmatched[:5])}{'...' if len(unmatched) > 5 else ''}): "

@@ -402,22 +402,28 @@ def _not_finite_error() -> ValueError:
 # ---------------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------------
-def _check_whole(value: Any, name: str) -> None:
-    """``TypeError`` unless ``value`` is an integer (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"'{name}' must be an integer, got {type(value).__name__} {value!r}")
+def check_integers(**values: Any) -> None:
+    """``TypeError`` naming the first value that is not an integer (bools refused)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"'{name}' must be an integer, got {type(value).__name__} {value!r}")
+
+
+def check_sample_counts(num_samples: Any, num_warmup: Any, num_chains: Any) -> None:
+    """Sampler counts: integers (``TypeError``), ``num_samples >= 1``, ``num_warmup >= 0``,
+    ``num_chains >= 1`` (``ValueError``); checked before anything is sampled."""
+    check_integers(num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains)
+    if num_samples < 1 or num_warmup < 0 or num_chains < 1:
+        raise ValueError("need num_samples >= 1, num_warmup >= 0 and num_chains >= 1, got "
+                         f"{num_samples}, {num_warmup}, {num_chains}")
 
 
 def _check_settings(backend, num_warmup, num_samples, num_chains, target_accept,
                     max_tree_depth) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {BACKENDS}, got {backend!r}")
-    for value, name in ((num_samples, "num_samples"), (num_warmup, "num_warmup"),
-                        (num_chains, "num_chains"), (max_tree_depth, "max_tree_depth")):
-        _check_whole(value, name)
-    if num_samples < 1 or num_warmup < 0 or num_chains < 1:
-        raise ValueError("need num_samples >= 1, num_warmup >= 0 and num_chains >= 1, got "
-                         f"{num_samples}, {num_warmup}, {num_chains}")
+    check_sample_counts(num_samples, num_warmup, num_chains)
+    check_integers(max_tree_depth=max_tree_depth)
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"'target_accept' must be in (0, 1), got {target_accept}")
     if max_tree_depth < 1:

@@ -303,13 +303,13 @@ def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux
     if weights is None:
         logger.info("Using sep rms map to calculate pixel weights")
         rms = np.asarray(det.rms, dtype=float)
-        if not np.any(np.isfinite(rms) & (rms > 0) & ~bad):
+        no_noise = ~bad & ~(np.isfinite(rms) & (rms > 0))
+        if np.all(no_noise | bad):
             raise SetupError(
                 "the image's background has no measurable noise (sep's rms map is zero where "
                 "pixels are usable: e.g. an image of integer counts that is mostly 0), so no "
                 "weights can be derived from it: give 'err' (per-pixel sigma), or 'gain', "
                 "'readnoise' and 'exp_time' for the CCD noise model")
-        no_noise = ~bad & ~(np.isfinite(rms) & (rms > 0))
         if np.any(no_noise):
             msg = (f"sep's rms map is zero in {int(no_noise.sum())} usable pixels: they are "
                    "masked (give 'err' to use them)")

@@ -9,7 +9,6 @@ dictionaries keyed by band.
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from imcascade_jax.multiband.fit import MultiFitResult, joint_least_squares_jit
 from imcascade_jax.multiband.full import FullSamples, run_full_nuts
 from imcascade_jax.multiband.model import make_multiband_model
 from imcascade_jax.multiband.wcs import affines_from_wcs
+from imcascade_jax.nuts import check_integers, check_sample_counts
 from imcascade_jax.status import FitStatus
 
 #: Express-mode priors of :meth:`MultiBandFitter.run_nuts`.
@@ -213,13 +213,8 @@ class MultiBandFitter:
                              "method='full' uses the least-squares priors")
         if prior == "min_results" and prior_width is not None:
             raise ValueError("give either prior='min_results' or a 'prior_width', not both")
-        for value, name in ((num_samples, "num_samples"), (num_warmup, "num_warmup"),
-                            (num_chains, "num_chains"), (seed, "seed")):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"'{name}' must be an integer, got {type(value).__name__} {value!r}")
-        if num_samples < 1 or num_warmup < 0 or num_chains < 1:
-            raise ValueError("need num_samples >= 1, num_warmup >= 0 and num_chains >= 1, got "
-                             f"{num_samples}, {num_warmup}, {num_chains}")
+        check_sample_counts(num_samples, num_warmup, num_chains)
+        check_integers(seed=seed)
         if method == "express" and num_chains != 1:
             raise ValueError("'num_chains' is a full-mode setting: express mode runs one chain "
                              "(per band, for the slice sampler)")
