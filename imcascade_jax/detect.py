@@ -73,6 +73,10 @@ class Detection:
         sep's flux of the target; None with no detection.
     level : int
         Index into :data:`DETECTION_LEVELS` of the detection used (-1: none).
+    centre : tuple of float or None
+        (row, column) of the target (sep's barycentre, 0-based, pixel centres at integers) when
+        it was taken as the detection nearest the image centre, no position having been given
+        (the fit then starts there); None otherwise.
     """
 
     back: float
@@ -82,6 +86,7 @@ class Detection:
     size: float | None
     flux: float | None
     level: int
+    centre: tuple[float, float] | None = None
 
 
 def _extract(work: np.ndarray, rms: float, bad: np.ndarray, thresh: float, smooth: float | None,
@@ -181,7 +186,7 @@ def detect_target(img: np.ndarray, bad: np.ndarray, row: float, col: float, posi
     objects, seg = _extract(work, rms, bad, *DETECTION_LEVELS[0], 1e-3)
     pixel = _pixel(row, col, img.shape)
     found = _find_at(work, rms, bad, pixel, (objects, seg))
-    level = -1
+    level, centre = -1, None
     if found is not None:
         level, t_objects, t_seg = found
         child = int(t_seg[pixel])
@@ -192,6 +197,8 @@ def detect_target(img: np.ndarray, bad: np.ndarray, row: float, col: float, posi
         if dist <= near:
             logger.warning("No source at %s; using the detection %.1f px away", where, dist)
             level, t_objects, t_seg = 0, objects, seg
+            if not position_given:  # start the fit on it (sep: x along axis 1, y along axis 0)
+                centre = (float(objects[child - 1]["y"]), float(objects[child - 1]["x"]))
         elif not force_position:
             nearest = "no source at all" if child == 0 else f"the nearest is {dist:.1f} px away"
             raise NoSourceError(f"no source detected at {where} ({nearest}); give x0/y0 of the target, "
@@ -215,4 +222,4 @@ def detect_target(img: np.ndarray, bad: np.ndarray, row: float, col: float, posi
         mask = expand_mask(others.astype(float), radius=MASK_RADIUS, threshold=MASK_THRESHOLD) > 0
         mask &= ~target
     return Detection(float(bkg.globalback) * scale, bkg.rms() * scale, target, mask, size, flux,
-                     level)
+                     level, centre)

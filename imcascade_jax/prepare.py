@@ -289,6 +289,8 @@ def prepare_inputs(im, psf, mask=None, err=None, x0=None, y0=None, re=None, flux
         logger.warning(msg)
     elif det.level > 0:
         logger.info("Target detected only at a lower threshold (level %d)", det.level)
+    if det.centre is not None:  # the detection nearest the image centre: start on it
+        row, col = det.centre
     size = re if re is not None else (det.size if det.size is not None else 5.0)
     flux_guess = flux if flux is not None else \
         (det.flux if det.flux is not None and det.flux > 0 else _flux_guess(img, bad, det.back))

@@ -416,3 +416,15 @@ def test_background_of_exact_zeros_still_gets_sky_bounds():
     rows, cols = np.indices(img.shape)
     centroid = ((rows * img).sum() / img.sum(), (cols * img).sum() / img.sum())
     np.testing.assert_allclose(f.min_param[:2], centroid, atol=0.2)
+
+
+def test_galaxy_off_the_image_centre_is_fitted_where_it_was_detected():
+    """No position given and the galaxy 18 px from the image centre (beyond the +-10 px centre
+    bounds about the start): the fit starts on the detection and finds the true centre."""
+    g = make_galaxy(shape=(128, 128), re=3.0, flux=200.0, q=0.7, phi=0.5, noise=0.01,
+                    centre=(64.0 + 12.3, 64.0 - 13.6), psf=moffat_psf(size=15, core=1.5))
+    f = initialize_fitter(g.img, g.psf, err=g.err, verbose=False)
+    assert abs(f.init_dict["x0"] - 76.3) < 1.0 and abs(f.init_dict["y0"] - 50.4) < 1.0
+    f.run_ls_min()
+    assert f.min_res.success, f.min_res.message
+    np.testing.assert_allclose(f.min_param[:2], [76.3, 50.4], atol=0.05)
